@@ -1,0 +1,78 @@
+// Public C++ API of the rmsprop core: hyper-parameters, tensor spans, step(), ISA and thread control.
+// Usable from any C++ host. Must not contain intrinsics, OpenMP or Python.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace rmsprop {
+
+// One set of hyper-parameters, the names and meaning of SPEC §2. Defaults are torch's.
+struct Options {
+  double lr = 1e-2;
+  double alpha = 0.99;
+  double eps = 1e-8;
+  double weight_decay = 0.0;
+  double momentum = 0.0;
+  bool centered = false;
+  bool maximize = false;
+  bool eps_in_sqrt = false;             // sqrt(s + eps) instead of sqrt(s) + eps
+  bool lr_in_momentum = false;          // m <- mu*m + lr*u; p <- p - m
+  bool nesterov = false;                // applied step u + mu*m_new (needs momentum > 0)
+  bool decoupled_weight_decay = false;  // p <- p - lr*wd*p instead of g <- g + wd*p
+  bool bias_correction = false;         // divide v and grad_avg by (1 - alpha^t)
+};
+
+// Throws std::invalid_argument naming the offending field when a value is non-finite or out of
+// range, so every host gets the same refusals as the Python API.
+void validate(const Options& options);
+
+// One parameter tensor and its state, all of `size` contiguous elements of the same type.
+// grad_avg is required when centered, momentum_buffer when momentum > 0; both ignored otherwise.
+// `step` is the step number t being taken (1 on the first step); it only matters for
+// bias_correction. Buffers must not overlap each other (the kernel assumes no aliasing).
+template <class T>
+struct TensorSpan {
+  T* param = nullptr;
+  const T* grad = nullptr;
+  T* square_avg = nullptr;
+  T* grad_avg = nullptr;
+  T* momentum_buffer = nullptr;
+  std::size_t size = 0;
+  std::int64_t step = 1;
+};
+
+// One fused RMSProp step over every tensor of the list: each element of param, grad and state is
+// read once and written once. Runs on the active ISA and up to num_threads() threads; results
+// are bit-identical whatever the ISA or thread count. Calls validate(options) first; throws
+// std::invalid_argument when a required state buffer is missing.
+void step(const Options& options, const TensorSpan<float>* tensors, std::size_t count);
+void step(const Options& options, const TensorSpan<double>* tensors, std::size_t count);
+
+// Instruction-set levels the kernel is compiled for. kAvx2 is x86-64-v3, kAvx512 x86-64-v4.
+enum class Isa : int { kBaseline = 0, kAvx2 = 1, kAvx512 = 2 };
+
+std::string isa_name(Isa isa);
+Isa isa_from_name(const std::string& name);  // std::invalid_argument for an unknown name
+std::vector<Isa> compiled_isas();            // what this build contains
+std::vector<Isa> supported_isas();           // compiled and usable on this CPU and OS
+Isa active_isa();
+// Pins the ISA used by later steps; std::invalid_argument if not in supported_isas().
+void set_isa(Isa isa);
+
+bool openmp_enabled();
+// Threads a step may use. Defaults to OMP_NUM_THREADS or the core count; 1 without OpenMP.
+int num_threads();
+void set_num_threads(int threads);  // std::invalid_argument if threads < 1
+
+// Elements below which a step stays on one thread: waking a second thread costs more than the
+// work saves (measured: two threads lose on 4K elements).
+std::size_t parallel_grain();
+
+// A memory-traffic twin of the plain step (read p, g, v; write p, v; trivial arithmetic) on the
+// same chunking and threads, used by the benchmark as the bandwidth roofline.
+void roofline_pass(float* p, const float* g, float* v, std::size_t size);
+
+}  // namespace rmsprop

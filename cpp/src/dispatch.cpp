@@ -1,0 +1,407 @@
+// The driver behind rmsprop::step: option checks, coefficients, CPU detection, the ISA table and
+// the OpenMP split of the work. Compiled for the baseline ISA. Must not contain intrinsics or
+// element-wise math (that is the kernel's job) and nothing Python-specific.
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdlib>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "kernel.hpp"
+#include "rmsprop/rmsprop.hpp"
+
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+#if defined(__unix__) || defined(__APPLE__)
+#include <unistd.h>
+#define RMSPROP_HAVE_GETPID 1
+#endif
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+#include <cpuid.h>
+#define RMSPROP_X86_DETECT 1
+#endif
+
+namespace rmsprop {
+namespace {
+
+using detail::Coefficients;
+using detail::KernelTable;
+using detail::MomentumMode;
+using detail::Variant;
+using detail::WeightDecayMode;
+
+constexpr std::size_t kCacheLineBytes = 64;
+// Below this many elements per thread a second thread costs more than it saves: a step runs at
+// roughly 1-3 elements per ns, and an OpenMP fork/join costs a few microseconds.
+constexpr std::size_t kParallelGrainElements = std::size_t{1} << 15;
+
+// ---------------------------------------------------------------------------------------------
+// CPU detection. A feature counts only if the CPU has it and the OS saves its registers (XCR0):
+// a hypervisor can hide AVX-512 state even when CPUID lists the instructions.
+
+#if defined(RMSPROP_X86_DETECT)
+bool cpuid(unsigned leaf, unsigned subleaf, unsigned regs[4]) {
+  return __get_cpuid_count(leaf, subleaf, &regs[0], &regs[1], &regs[2], &regs[3]) != 0;
+}
+
+unsigned long long xcr0() {
+  unsigned eax = 0;
+  unsigned edx = 0;
+  __asm__ volatile("xgetbv" : "=a"(eax), "=d"(edx) : "c"(0));
+  return (static_cast<unsigned long long>(edx) << 32) | eax;
+}
+
+Isa detect_best_isa() {
+  unsigned l1[4] = {};
+  unsigned l7[4] = {};
+  unsigned lx[4] = {};
+  if (!cpuid(1, 0, l1)) return Isa::kBaseline;
+  const bool osxsave = (l1[2] >> 27) & 1;
+  if (!osxsave) return Isa::kBaseline;
+  const unsigned long long os_state = xcr0();
+  const bool os_avx = (os_state & 0x6) == 0x6;       // XMM and YMM state
+  const bool os_avx512 = (os_state & 0xE6) == 0xE6;  // plus opmask, ZMM_Hi256, Hi16_ZMM
+  cpuid(7, 0, l7);
+  cpuid(0x80000001u, 0, lx);
+  const auto bit = [](unsigned reg, int b) { return ((reg >> b) & 1u) != 0; };
+  // x86-64-v3: everything -march=x86-64-v3 lets the compiler emit.
+  const bool v3 = os_avx && bit(l1[2], 28) /*AVX*/ && bit(l1[2], 12) /*FMA*/ &&
+                  bit(l1[2], 29) /*F16C*/ && bit(l1[2], 22) /*MOVBE*/ && bit(l7[1], 5) /*AVX2*/ &&
+                  bit(l7[1], 3) /*BMI1*/ && bit(l7[1], 8) /*BMI2*/ && bit(lx[2], 5) /*LZCNT*/;
+  if (!v3) return Isa::kBaseline;
+  // x86-64-v4: AVX512 F, DQ, CD, BW, VL.
+  const bool v4 = os_avx512 && bit(l7[1], 16) && bit(l7[1], 17) && bit(l7[1], 28) &&
+                  bit(l7[1], 30) && bit(l7[1], 31);
+  return v4 ? Isa::kAvx512 : Isa::kAvx2;
+}
+#else
+Isa detect_best_isa() { return Isa::kBaseline; }
+#endif
+
+bool isa_compiled(Isa isa) {
+  switch (isa) {
+    case Isa::kBaseline:
+      return true;
+    case Isa::kAvx2:
+#if defined(RMSPROP_HAVE_AVX2)
+      return true;
+#else
+      return false;
+#endif
+    case Isa::kAvx512:
+#if defined(RMSPROP_HAVE_AVX512)
+      return true;
+#else
+      return false;
+#endif
+  }
+  return false;
+}
+
+KernelTable table_for(Isa isa) {
+  switch (isa) {
+#if defined(RMSPROP_HAVE_AVX512)
+    case Isa::kAvx512:
+      return detail::avx512::kernel_table();
+#endif
+#if defined(RMSPROP_HAVE_AVX2)
+    case Isa::kAvx2:
+      return detail::avx2::kernel_table();
+#endif
+    default:
+      return detail::baseline::kernel_table();
+  }
+}
+
+Isa best_supported_isa() {
+  static const Isa best = [] {
+    Isa isa = detect_best_isa();
+    while (!isa_compiled(isa)) isa = static_cast<Isa>(static_cast<int>(isa) - 1);
+    return isa;
+  }();
+  return best;
+}
+
+std::atomic<int>& active_isa_slot() {
+  static std::atomic<int> slot{static_cast<int>(best_supported_isa())};
+  return slot;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Threads.
+
+std::atomic<int> requested_threads{0};  // 0: not chosen yet, use the OpenMP default
+
+#if defined(RMSPROP_HAVE_GETPID)
+// libgomp's pool does not survive fork(): a child that enters a parallel region after the
+// parent used one hangs. Remember which process first went parallel; any other runs serial.
+std::atomic<pid_t> pool_owner{0};
+
+bool may_go_parallel() {
+  const pid_t me = getpid();
+  pid_t expected = 0;
+  if (pool_owner.compare_exchange_strong(expected, me)) return true;
+  return expected == me;
+}
+#else
+bool may_go_parallel() { return true; }
+#endif
+
+// ---------------------------------------------------------------------------------------------
+// Options and coefficients.
+
+void require(bool ok, const std::string& message) {
+  if (!ok) throw std::invalid_argument(message);
+}
+
+std::string number(double x) {
+  std::string s = std::to_string(x);
+  return std::isfinite(x) ? s : (std::isnan(x) ? "nan" : (x > 0 ? "inf" : "-inf"));
+}
+
+void require_non_negative(double value, const char* name) {
+  require(std::isfinite(value) && value >= 0.0,
+          std::string(name) + " must be a finite number >= 0, got " + number(value));
+}
+
+template <class T>
+Coefficients<T> coefficients_for(const Options& o, std::int64_t step) {
+  double inv_bias_correction = 1.0;
+  if (o.bias_correction) {
+    const double t = static_cast<double>(std::max<std::int64_t>(step, 1));
+    inv_bias_correction = 1.0 / (1.0 - std::pow(o.alpha, t));
+  }
+  const double in_scale = o.lr_in_momentum ? o.lr : 1.0;
+  const double out_scale = o.lr_in_momentum ? 1.0 : o.lr;
+  return Coefficients<T>{static_cast<T>(o.maximize ? -1.0 : 1.0),
+                         static_cast<T>(o.lr),
+                         static_cast<T>(o.weight_decay),
+                         static_cast<T>(o.lr * o.weight_decay),
+                         static_cast<T>(o.alpha),
+                         static_cast<T>(1.0 - o.alpha),
+                         static_cast<T>(inv_bias_correction),
+                         static_cast<T>(o.eps),
+                         static_cast<T>(o.momentum),
+                         static_cast<T>(in_scale),
+                         static_cast<T>(out_scale)};
+}
+
+Variant variant_for(const Options& o) {
+  Variant v;
+  v.centered = o.centered;
+  v.eps_in_sqrt = o.eps_in_sqrt;
+  if (o.momentum > 0.0) v.momentum = o.nesterov ? MomentumMode::kNesterov : MomentumMode::kHeavyBall;
+  if (o.weight_decay > 0.0) {
+    v.weight_decay =
+        o.decoupled_weight_decay ? WeightDecayMode::kDecoupled : WeightDecayMode::kCoupled;
+  }
+  return v;
+}
+
+// Lays the tensors end to end, each padded to whole cache lines, and gives every thread one
+// contiguous slice of that line-aligned index space. Chunk borders therefore fall on cache-line
+// borders inside each tensor, so no two threads write the same line.
+template <class T>
+struct WorkSplit {
+  static constexpr std::size_t kLine = kCacheLineBytes / sizeof(T);
+  std::vector<std::size_t> offsets;  // padded start of each tensor; offsets.back() is the total
+
+  WorkSplit(const TensorSpan<T>* tensors, std::size_t count) : offsets(count + 1, 0) {
+    for (std::size_t k = 0; k < count; ++k) {
+      offsets[k + 1] = offsets[k] + (tensors[k].size + kLine - 1) / kLine * kLine;
+    }
+  }
+  std::size_t total() const { return offsets.back(); }
+
+  template <class Fn>
+  void for_slice(int slice, int slices, Fn&& fn) const {
+    const std::size_t lines = total() / kLine;
+    const std::size_t begin = lines * slice / slices * kLine;
+    const std::size_t end = lines * (slice + 1) / slices * kLine;
+    auto k = static_cast<std::size_t>(
+        std::upper_bound(offsets.begin(), offsets.end(), begin) - offsets.begin() - 1);
+    for (; k + 1 < offsets.size() && offsets[k] < end; ++k) {
+      const std::size_t local_begin = std::max(begin, offsets[k]) - offsets[k];
+      const std::size_t local_end = std::min(end, offsets[k + 1]) - offsets[k];
+      fn(k, local_begin, local_end);
+    }
+  }
+};
+
+int threads_for(std::size_t elements) {
+  const int wanted = num_threads();
+  if (wanted <= 1 || elements < 2 * kParallelGrainElements) return 1;
+  const std::size_t by_grain = elements / kParallelGrainElements;
+  return static_cast<int>(std::min<std::size_t>(static_cast<std::size_t>(wanted), by_grain));
+}
+
+// Runs fn(tensor_index, begin, end) over all elements, on one thread or split across several.
+template <class T, class Fn>
+void run_split(const TensorSpan<T>* tensors, std::size_t count, Fn&& fn) {
+  std::size_t elements = 0;
+  for (std::size_t k = 0; k < count; ++k) elements += tensors[k].size;
+  const int threads = threads_for(elements);
+  if (threads <= 1 || !may_go_parallel()) {
+    for (std::size_t k = 0; k < count; ++k) fn(k, std::size_t{0}, tensors[k].size);
+    return;
+  }
+  const WorkSplit<T> split(tensors, count);
+  const auto clipped = [&](std::size_t k, std::size_t b, std::size_t e) {
+    e = std::min(e, tensors[k].size);
+    if (b < e) fn(k, b, e);
+  };
+#if defined(_OPENMP)
+#pragma omp parallel num_threads(threads)
+  split.for_slice(omp_get_thread_num(), omp_get_num_threads(), clipped);
+#else
+  split.for_slice(0, 1, clipped);
+#endif
+}
+
+template <class T>
+void step_impl(const Options& options, const TensorSpan<T>* tensors, std::size_t count) {
+  validate(options);
+  for (std::size_t k = 0; k < count; ++k) {
+    const TensorSpan<T>& t = tensors[k];
+    if (t.size == 0) continue;
+    require(t.param && t.grad && t.square_avg, "tensor " + std::to_string(k) +
+                                                   ": param, grad and square_avg are required");
+    require(!options.centered || t.grad_avg,
+            "tensor " + std::to_string(k) + ": centered=True needs a grad_avg buffer");
+    require(options.momentum == 0.0 || t.momentum_buffer,
+            "tensor " + std::to_string(k) + ": momentum > 0 needs a momentum_buffer");
+  }
+  const Variant variant = variant_for(options);
+  // Coefficients differ between tensors only through the step count (bias correction).
+  std::vector<Coefficients<T>> coefficients;
+  coefficients.reserve(options.bias_correction ? count : 1);
+  if (options.bias_correction) {
+    for (std::size_t k = 0; k < count; ++k) {
+      coefficients.push_back(coefficients_for<T>(options, tensors[k].step));
+    }
+  } else {
+    coefficients.push_back(coefficients_for<T>(options, 1));
+  }
+  const KernelTable table = table_for(active_isa());
+  detail::UpdateRangeFn<T> kernel;
+  if constexpr (sizeof(T) == 4) {
+    kernel = table.update_f32;
+  } else {
+    kernel = table.update_f64;
+  }
+  const bool per_tensor = options.bias_correction;
+  run_split(tensors, count, [&](std::size_t k, std::size_t b, std::size_t e) {
+    kernel(variant, coefficients[per_tensor ? k : 0], tensors[k], b, e);
+  });
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// Public API.
+
+void validate(const Options& o) {
+  require_non_negative(o.lr, "lr");
+  require_non_negative(o.eps, "eps");
+  require_non_negative(o.weight_decay, "weight_decay");
+  require_non_negative(o.momentum, "momentum");
+  require(std::isfinite(o.alpha) && o.alpha >= 0.0 && o.alpha <= 1.0,
+          "alpha must be in [0, 1], got " + number(o.alpha));
+  require(!o.nesterov || o.momentum > 0.0, "nesterov=True requires momentum > 0");
+  require(!o.bias_correction || o.alpha < 1.0,
+          "bias_correction=True requires alpha < 1 (1 - alpha^t would be 0)");
+}
+
+void step(const Options& options, const TensorSpan<float>* tensors, std::size_t count) {
+  step_impl(options, tensors, count);
+}
+
+void step(const Options& options, const TensorSpan<double>* tensors, std::size_t count) {
+  step_impl(options, tensors, count);
+}
+
+std::string isa_name(Isa isa) {
+  switch (isa) {
+    case Isa::kBaseline:
+      return "baseline";
+    case Isa::kAvx2:
+      return "avx2";
+    case Isa::kAvx512:
+      return "avx512";
+  }
+  return "unknown";
+}
+
+Isa isa_from_name(const std::string& name) {
+  for (Isa isa : {Isa::kBaseline, Isa::kAvx2, Isa::kAvx512}) {
+    if (isa_name(isa) == name) return isa;
+  }
+  throw std::invalid_argument("unknown ISA '" + name +
+                              "'; expected one of 'baseline', 'avx2', 'avx512'");
+}
+
+std::vector<Isa> compiled_isas() {
+  std::vector<Isa> out;
+  for (Isa isa : {Isa::kBaseline, Isa::kAvx2, Isa::kAvx512}) {
+    if (isa_compiled(isa)) out.push_back(isa);
+  }
+  return out;
+}
+
+std::vector<Isa> supported_isas() {
+  std::vector<Isa> out;
+  for (Isa isa : compiled_isas()) {
+    if (static_cast<int>(isa) <= static_cast<int>(best_supported_isa())) out.push_back(isa);
+  }
+  return out;
+}
+
+Isa active_isa() { return static_cast<Isa>(active_isa_slot().load(std::memory_order_relaxed)); }
+
+void set_isa(Isa isa) {
+  if (!isa_compiled(isa)) {
+    throw std::invalid_argument("ISA '" + isa_name(isa) + "' is not compiled into this build");
+  }
+  if (static_cast<int>(isa) > static_cast<int>(best_supported_isa())) {
+    throw std::invalid_argument("ISA '" + isa_name(isa) + "' is not supported by this CPU/OS");
+  }
+  active_isa_slot().store(static_cast<int>(isa), std::memory_order_relaxed);
+}
+
+bool openmp_enabled() {
+#if defined(_OPENMP)
+  return true;
+#else
+  return false;
+#endif
+}
+
+int num_threads() {
+  const int requested = requested_threads.load(std::memory_order_relaxed);
+  if (requested > 0) return requested;
+#if defined(_OPENMP)
+  // omp_get_max_threads() honours OMP_NUM_THREADS and otherwise is the core count; it reads
+  // the environment but starts no threads.
+  return std::max(1, omp_get_max_threads());
+#else
+  return 1;
+#endif
+}
+
+void set_num_threads(int threads) {
+  require(threads >= 1, "the number of threads must be >= 1, got " + std::to_string(threads));
+  requested_threads.store(threads, std::memory_order_relaxed);
+}
+
+std::size_t parallel_grain() { return kParallelGrainElements; }
+
+void roofline_pass(float* p, const float* g, float* v, std::size_t size) {
+  const TensorSpan<float> whole{p, g, v, nullptr, nullptr, size, 1};
+  const auto kernel = table_for(active_isa()).roofline;
+  run_split(&whole, 1, [&](std::size_t, std::size_t b, std::size_t e) { kernel(p, g, v, b, e); });
+}
+
+}  // namespace rmsprop

@@ -1,0 +1,104 @@
+"""Stateless RMSProp step on one array: the math behind :class:`rmsprop.RMSprop`."""
+
+from __future__ import annotations
+
+from operator import itemgetter
+from typing import Any, Optional
+
+import numpy as np
+
+from . import _core
+
+#: Hyper-parameters of one step, in the order the C++ core takes them.
+OPTION_NAMES: tuple[str, ...] = tuple(_core.OPTION_NAMES)
+
+#: torch's defaults (SPEC §2). ``initial_square_avg`` only matters when state is created.
+DEFAULT_OPTIONS: dict[str, Any] = {
+    "lr": 1e-2,
+    "alpha": 0.99,
+    "eps": 1e-8,
+    "weight_decay": 0.0,
+    "momentum": 0.0,
+    "centered": False,
+    "maximize": False,
+    "eps_in_sqrt": False,
+    "lr_in_momentum": False,
+    "nesterov": False,
+    "decoupled_weight_decay": False,
+    "bias_correction": False,
+}
+
+options_tuple = itemgetter(*OPTION_NAMES)
+
+
+def rmsprop_step(
+    param: np.ndarray,
+    grad: np.ndarray,
+    square_avg: np.ndarray,
+    *,
+    momentum_buffer: Optional[np.ndarray] = None,
+    grad_avg: Optional[np.ndarray] = None,
+    step: int = 1,
+    lr: float = 1e-2,
+    alpha: float = 0.99,
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+    momentum: float = 0.0,
+    centered: bool = False,
+    maximize: bool = False,
+    eps_in_sqrt: bool = False,
+    lr_in_momentum: bool = False,
+    nesterov: bool = False,
+    decoupled_weight_decay: bool = False,
+    bias_correction: bool = False,
+) -> None:
+    """One fused RMSProp step on one array, in place.
+
+    ``param``, ``square_avg`` and the optional buffers are updated in place; ``grad`` is only
+    read. All must be C-contiguous float32 or float64 arrays of one shape and dtype; state
+    buffers must be writeable and start at 0 (``square_avg`` may start at another value, as
+    TF1's 1.0). The formulas and option meanings are SPEC §2 / the README table; by default the
+    result equals ``torch.optim.RMSprop`` (ε added after the square root).
+
+    Args:
+        param: the parameter, updated in place.
+        grad: its gradient (read-only arrays are fine).
+        square_avg: running average of squared gradients, updated in place.
+        momentum_buffer: required when ``momentum > 0``.
+        grad_avg: required when ``centered``.
+        step: the step number t being taken (1 on the first); used by ``bias_correction``.
+        lr, alpha, eps, weight_decay, momentum, centered, maximize: as in torch.
+        eps_in_sqrt: ε inside the square root, ``sqrt(v + ε)`` (Keras, TF, optax).
+        lr_in_momentum: the learning rate scales the update before it enters the momentum
+            buffer (TF, Keras, optax) instead of after (torch).
+        nesterov: apply ``u + momentum * m_new`` (needs ``momentum > 0``).
+        decoupled_weight_decay: ``p -= lr * weight_decay * p`` (Keras 3) instead of adding
+            ``weight_decay * p`` to the gradient (torch).
+        bias_correction: divide the averages by ``1 - alpha**step`` (optax option).
+
+    Raises:
+        TypeError: an argument has the wrong type or dtype.
+        ValueError: a shape, layout, overlap or hyper-parameter is invalid. Nothing is
+            modified when anything is refused.
+
+    Example:
+        >>> import numpy as np
+        >>> from rmsprop.functional import rmsprop_step
+        >>> p = np.ones(3); g = np.full(3, 2.0); v = np.zeros(3)
+        >>> rmsprop_step(p, g, v, lr=0.1, alpha=0.9)
+        >>> v.tolist()
+        [0.3999999999999999, 0.3999999999999999, 0.3999999999999999]
+    """
+    options = (lr, alpha, eps, weight_decay, momentum, centered, maximize, eps_in_sqrt,
+               lr_in_momentum, nesterov, decoupled_weight_decay, bias_correction)
+    group = (
+        options,
+        (param,),
+        (grad,),
+        (square_avg,),
+        None if grad_avg is None else (grad_avg,),
+        None if momentum_buffer is None else (momentum_buffer,),
+        (step,),
+        None,
+    )
+    _core.step_groups((group,), True)

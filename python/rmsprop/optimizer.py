@@ -1,0 +1,506 @@
+"""The RMSprop optimizer class: bookkeeping over the fused C++ step (no math here)."""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Optional, Union
+
+import numpy as np
+
+from . import _core
+from .functional import DEFAULT_OPTIONS, OPTION_NAMES, options_tuple
+
+__all__ = ["PRESETS", "RMSprop"]
+
+_STATE_ALIGNMENT = 64  # bytes: one cache line, the unit the threads split work by
+_STATE_KEYS = ("square_avg", "momentum_buffer", "grad_avg")
+
+
+class _Required:
+    """Marks a preset value the caller must give (TF1 has no default learning rate)."""
+
+    def __repr__(self) -> str:
+        return "<required>"
+
+
+class _Unset:
+    """Default of every keyword of RMSprop: lets a preset fill what the caller did not pass."""
+
+    def __repr__(self) -> str:
+        return "<default>"
+
+
+_REQUIRED: Any = _Required()
+_UNSET: Any = _Unset()
+
+#: Hyper-parameters each preset changes from torch's defaults (SPEC §2, README table).
+PRESETS: dict[str, dict[str, Any]] = {
+    "torch": {},
+    "keras": {
+        "lr": 1e-3,
+        "alpha": 0.9,
+        "eps": 1e-7,
+        "eps_in_sqrt": True,
+        "lr_in_momentum": True,
+        "decoupled_weight_decay": True,
+    },
+    "tf1": {
+        "lr": _REQUIRED,
+        "alpha": 0.9,
+        "eps": 1e-10,
+        "eps_in_sqrt": True,
+        "lr_in_momentum": True,
+        "initial_square_avg": 1.0,
+    },
+    "optax": {"alpha": 0.9, "eps": 1e-8, "eps_in_sqrt": True, "lr_in_momentum": True},
+    "seed": {"lr": 1e-3, "alpha": 0.9, "eps": 1e-8, "eps_in_sqrt": True},
+}
+
+_GROUP_DEFAULTS: dict[str, Any] = {**DEFAULT_OPTIONS, "initial_square_avg": 0.0}
+
+
+def _resolve_defaults(preset: Optional[str], explicit: Mapping[str, Any]) -> dict[str, Any]:
+    if preset is None:
+        preset = "torch"
+    if preset not in PRESETS:
+        raise ValueError(f"preset must be one of {sorted(PRESETS)} or None, got {preset!r}")
+    defaults = {**_GROUP_DEFAULTS, **PRESETS[preset], **explicit}
+    missing = [name for name, value in defaults.items() if value is _REQUIRED]
+    if missing:
+        raise ValueError(f"preset {preset!r} has no default for {', '.join(missing)}; pass it")
+    return defaults
+
+
+def _check_group_options(group: Mapping[str, Any], where: str) -> None:
+    """Refuse invalid hyper-parameters with the core's own checks, naming the group."""
+    try:
+        _core.validate_options(options_tuple(group))
+        initial = float(group["initial_square_avg"])
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"{where}: {exc}") from None
+    if not (math.isfinite(initial) and initial >= 0.0):
+        raise ValueError(f"{where}: initial_square_avg must be a finite number >= 0, got {initial}")
+
+
+def _aligned_full(like: np.ndarray, fill: float) -> np.ndarray:
+    """A state buffer shaped like ``like``, cache-line aligned, filled with ``fill``.
+
+    Allocated through NumPy so that large buffers get the transparent huge pages NumPy asks
+    for, like the user's own arrays.
+    """
+    nbytes = like.size * like.itemsize
+    raw = np.zeros(nbytes + _STATE_ALIGNMENT, dtype=np.uint8)
+    offset = -raw.__array_interface__["data"][0] % _STATE_ALIGNMENT
+    buffer = raw[offset : offset + nbytes].view(like.dtype).reshape(like.shape)
+    if fill != 0.0:
+        buffer.fill(fill)
+    return buffer
+
+
+def _aligned_copy(array: np.ndarray) -> np.ndarray:
+    out = _aligned_full(array, 0.0)
+    np.copyto(out, array)
+    return out
+
+
+def _is_float_array(obj: Any) -> bool:
+    return isinstance(obj, np.ndarray) and obj.dtype.kind == "f"
+
+
+class RMSprop:
+    """RMSProp that updates NumPy arrays in place with one fused C++ pass per step.
+
+    Defaults and results are ``torch.optim.RMSprop``'s (ε added after the square root). Other
+    frameworks' variants are options, and ``preset`` fills in a framework's defaults; explicit
+    keyword arguments always win. See the README's table for which setting matches which
+    framework.
+
+    Args:
+        params: a list of float32/float64 arrays, or a list of dicts (param groups)
+            ``{"params": [...], **hyper_parameter_overrides}``.
+        lr: learning rate η.
+        alpha: smoothing constant α of the squared-gradient average (Keras/TF call it rho).
+        eps: ε, added to the denominator for numerical stability.
+        weight_decay: λ; coupled L2 (added to the gradient) unless
+            ``decoupled_weight_decay``.
+        momentum: μ; 0 disables the momentum buffer.
+        centered: divide by the estimated variance ``E[g²] - E[g]²`` (clamped at 0, never NaN)
+            instead of ``E[g²]``.
+        maximize: ascend instead of descend.
+        eps_in_sqrt: use ``sqrt(v + ε)`` (Keras, TF, optax) instead of ``sqrt(v) + ε`` (torch).
+        lr_in_momentum: ``m = μ·m + η·u; p -= m`` (TF, Keras, optax) instead of
+            ``m = μ·m + u; p -= η·m`` (torch). Equal at a constant lr, differ under schedules.
+        nesterov: apply ``u + μ·m_new`` (needs momentum > 0).
+        decoupled_weight_decay: ``p -= η·λ·p`` before the update (Keras 3, AdamW style).
+        bias_correction: divide the averages by ``1 - α^t`` (optax's option).
+        initial_square_avg: starting value of ``square_avg`` (TF1 uses 1.0).
+        preset: ``"torch"``, ``"keras"``, ``"tf1"``, ``"optax"`` or ``"seed"``.
+
+    Attributes:
+        param_groups: list of dicts with the hyper-parameters and ``"params"``; edit ``lr``
+            there to schedule it (takes effect on the next step).
+        state: list aligned with all params (group order); each ``{}`` until the first step of
+            that param, then ``{"step": int, "square_avg": ndarray, ...}`` whose arrays are the
+            live buffers the kernel updates.
+
+    Example:
+        >>> import numpy as np
+        >>> from rmsprop import RMSprop
+        >>> w = np.zeros((2, 3), dtype=np.float32)
+        >>> opt = RMSprop([w], lr=0.1, momentum=0.9)
+        >>> opt.step([np.ones((2, 3), dtype=np.float32)])
+        >>> opt.state[0]["step"], sorted(opt.state[0])
+        (1, ['momentum_buffer', 'square_avg', 'step'])
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Union[np.ndarray, Mapping[str, Any]]],
+        lr: float = _UNSET,
+        alpha: float = _UNSET,
+        eps: float = _UNSET,
+        weight_decay: float = _UNSET,
+        momentum: float = _UNSET,
+        centered: bool = _UNSET,
+        maximize: bool = _UNSET,
+        *,
+        eps_in_sqrt: bool = _UNSET,
+        lr_in_momentum: bool = _UNSET,
+        nesterov: bool = _UNSET,
+        decoupled_weight_decay: bool = _UNSET,
+        bias_correction: bool = _UNSET,
+        initial_square_avg: float = _UNSET,
+        preset: Optional[str] = None,
+    ) -> None:
+        given = {
+            "lr": lr,
+            "alpha": alpha,
+            "eps": eps,
+            "weight_decay": weight_decay,
+            "momentum": momentum,
+            "centered": centered,
+            "maximize": maximize,
+            "eps_in_sqrt": eps_in_sqrt,
+            "lr_in_momentum": lr_in_momentum,
+            "nesterov": nesterov,
+            "decoupled_weight_decay": decoupled_weight_decay,
+            "bias_correction": bias_correction,
+            "initial_square_avg": initial_square_avg,
+        }
+        explicit = {name: value for name, value in given.items() if value is not _UNSET}
+        self.defaults: dict[str, Any] = _resolve_defaults(preset, explicit)
+        self.preset = preset
+        self.param_groups: list[dict[str, Any]] = []
+        self.state: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        if isinstance(params, np.ndarray) or isinstance(params, Mapping):
+            raise TypeError(
+                "params must be a list of arrays or of param-group dicts, got a single "
+                f"{type(params).__name__}; wrap it in a list"
+            )
+        entries = list(params)
+        if not entries:
+            raise ValueError("params is empty; pass at least one array to optimize")
+        if all(isinstance(entry, Mapping) for entry in entries):
+            for entry in entries:
+                self.add_param_group(entry)
+        elif any(isinstance(entry, Mapping) for entry in entries):
+            raise TypeError("params must be all arrays or all param-group dicts, not a mix")
+        else:
+            self.add_param_group({"params": entries})
+
+    # ------------------------------------------------------------------ groups and state
+
+    def add_param_group(self, param_group: Mapping[str, Any]) -> None:
+        """Add a group of params with its own hyper-parameter overrides.
+
+        Raises:
+            TypeError: a param is not a float32/float64 ndarray, or a key is not a string.
+            ValueError: a hyper-parameter is invalid or a param is already optimized.
+        """
+        if "params" not in param_group:
+            raise ValueError("a param group needs a 'params' entry (a list of arrays)")
+        params = param_group["params"]
+        params = [params] if isinstance(params, np.ndarray) else list(params)
+        where = f"param group {len(self.param_groups)}"
+        if not params:
+            raise ValueError(f"{where}: 'params' is empty")
+        seen = {id(p) for group in self.param_groups for p in group["params"]}
+        for k, p in enumerate(params):
+            if not _is_float_array(p):
+                kind = p.dtype if isinstance(p, np.ndarray) else type(p).__name__
+                raise TypeError(
+                    f"{where}: params[{k}] must be a float32 or float64 numpy.ndarray, got {kind}"
+                )
+            if id(p) in seen:
+                raise ValueError(f"{where}: params[{k}] appears more than once in the optimizer")
+            seen.add(id(p))
+        group = {**self.defaults, **param_group, "params": params}
+        _check_group_options(group, where)
+        self.param_groups.append(group)
+        self.state.extend({} for _ in params)
+
+    def _new_state_buffers(self, param: Any, state: dict[str, Any], group: Mapping[str, Any]):
+        """Return ``state`` with any buffer the group's options need and it lacks, as a new dict.
+
+        Buffers are created on a param's first step, or when an option that needs one (centered,
+        momentum) is switched on later. A param that is not a float array gets nothing, so the
+        core reports the real problem with it.
+        """
+        if not _is_float_array(param):
+            return state
+        fresh = {"step": 0, **state}
+        if "square_avg" not in fresh:
+            fresh["square_avg"] = _aligned_full(param, float(group["initial_square_avg"]))
+        if group["momentum"] > 0 and "momentum_buffer" not in fresh:
+            fresh["momentum_buffer"] = _aligned_full(param, 0.0)
+        if group["centered"] and "grad_avg" not in fresh:
+            fresh["grad_avg"] = _aligned_full(param, 0.0)
+        return fresh
+
+    # ------------------------------------------------------------------ the step
+
+    def step(self, grads: Sequence[Optional[np.ndarray]]) -> None:
+        """Update every param in place from its gradient.
+
+        Args:
+            grads: one entry per param, in param-group order; ``None`` skips that param (its
+                state is untouched). Each gradient has its param's shape and dtype.
+
+        Raises:
+            TypeError, ValueError: an input is refused. Nothing (params, state, step counts) is
+                modified when any input of the step is refused.
+
+        The optimizer is locked while stepping: concurrent calls from several threads run one
+        after the other.
+        """
+        if isinstance(grads, np.ndarray):
+            raise TypeError(
+                "grads must be a list with one gradient per parameter; got a single ndarray "
+                "(wrap it: step([grad]))"
+            )
+        if not isinstance(grads, (list, tuple)):
+            grads = list(grads)
+        with self._lock:
+            total = len(self.state)
+            if len(grads) != total:
+                raise ValueError(
+                    f"step() got {len(grads)} gradients for {total} params; pass one per param "
+                    "in param-group order (None skips a param)"
+                )
+            calls, touched = self._plan(grads)
+            _core.step_groups(calls)
+            for index, state, step in touched:
+                state["step"] = step
+                self.state[index] = state
+
+    def _plan(self, grads: Sequence[Optional[np.ndarray]]):
+        """Gather what the core needs for every group; allocate missing state tentatively."""
+        calls = []
+        touched = []
+        all_state = self.state
+        base = 0
+        for group in self.param_groups:
+            params = group["params"]
+            centered = bool(group["centered"])
+            use_momentum = group["momentum"] > 0
+            p_list, g_list, sq_list, ga_list, mb_list, steps, indices = [], [], [], [], [], [], []
+            for offset, param in enumerate(params):
+                index = base + offset
+                grad = grads[index]
+                if grad is None:
+                    continue
+                state = all_state[index]
+                if (
+                    "square_avg" not in state
+                    or (centered and "grad_avg" not in state)
+                    or (use_momentum and "momentum_buffer" not in state)
+                ):
+                    state = self._new_state_buffers(param, state, group)
+                step = state.get("step", 0) + 1
+                p_list.append(param)
+                g_list.append(grad)
+                sq_list.append(state.get("square_avg"))
+                if centered:
+                    ga_list.append(state.get("grad_avg"))
+                if use_momentum:
+                    mb_list.append(state.get("momentum_buffer"))
+                steps.append(step)
+                indices.append(index)
+                touched.append((index, state, step))
+            base += len(params)
+            if p_list:
+                calls.append(
+                    (
+                        options_tuple(group),
+                        p_list,
+                        g_list,
+                        sq_list,
+                        ga_list if centered else None,
+                        mb_list if use_momentum else None,
+                        steps,
+                        indices,
+                    )
+                )
+        return calls, touched
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def state_dict(self) -> dict[str, Any]:
+        """A snapshot in torch's layout, with copies of the state arrays.
+
+        Returns:
+            ``{"state": {index: {"step": int, "square_avg": ndarray, ...}}, "param_groups":
+            [{hyper-parameters..., "params": [index, ...]}]}``. Indices count params across
+            groups. The arrays are copies, so later steps do not change the snapshot.
+        """
+        groups = []
+        index = 0
+        for group in self.param_groups:
+            packed = {key: value for key, value in group.items() if key != "params"}
+            packed["params"] = list(range(index, index + len(group["params"])))
+            index += len(group["params"])
+            groups.append(packed)
+        state = {
+            index: {
+                key: value.copy() if isinstance(value, np.ndarray) else value
+                for key, value in entry.items()
+            }
+            for index, entry in enumerate(self.state)
+            if entry
+        }
+        return {"state": state, "param_groups": groups}
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Restore a snapshot from :meth:`state_dict` (or torch's layout with NumPy arrays).
+
+        Hyper-parameters come from the snapshot, as in torch. Every group, shape, dtype, step
+        count and required buffer is checked before anything changes; arrays are then copied
+        into the live buffers, so views taken from ``state`` stay valid.
+
+        Raises:
+            ValueError, TypeError: the snapshot does not fit this optimizer. Nothing changes.
+        """
+        if not isinstance(state_dict, Mapping) or not {"state", "param_groups"} <= set(state_dict):
+            raise ValueError("state_dict must be a mapping with 'state' and 'param_groups'")
+        saved_groups = list(state_dict["param_groups"])
+        if len(saved_groups) != len(self.param_groups):
+            raise ValueError(
+                f"state_dict has {len(saved_groups)} param groups, this optimizer has "
+                f"{len(self.param_groups)}"
+            )
+        new_groups = []
+        saved_to_ours: dict[int, int] = {}
+        ours = 0
+        for k, (saved, group) in enumerate(zip(saved_groups, self.param_groups)):
+            saved_ids = list(saved.get("params", ()))
+            if len(saved_ids) != len(group["params"]):
+                raise ValueError(
+                    f"param group {k} of state_dict has {len(saved_ids)} params, this "
+                    f"optimizer's has {len(group['params'])}"
+                )
+            for saved_id in saved_ids:
+                saved_to_ours[int(saved_id)] = ours
+                ours += 1
+            merged = {**group, **{key: v for key, v in saved.items() if key != "params"}}
+            merged["params"] = group["params"]
+            _check_group_options(merged, f"param group {k} of state_dict")
+            new_groups.append(merged)
+        group_of = [g for g in new_groups for _ in g["params"]]
+        params = [p for g in new_groups for p in g["params"]]
+        new_state: list[dict[str, Any]] = [{} for _ in params]
+        for key, entry in dict(state_dict["state"]).items():
+            try:
+                index = saved_to_ours[int(key)]
+            except (KeyError, ValueError, TypeError):
+                raise ValueError(f"state_dict['state'] has an entry {key!r} for no param") from None
+            new_state[index] = self._checked_saved_state(index, entry, params[index],
+                                                         group_of[index])
+        # Everything is valid: from here on nothing can fail.
+        for index, entry in enumerate(new_state):
+            live = self.state[index]
+            restored: dict[str, Any] = {}
+            for key, value in entry.items():
+                if key == "step":
+                    restored[key] = value
+                elif key in live and live[key].shape == value.shape:
+                    np.copyto(live[key], value)
+                    restored[key] = live[key]
+                else:
+                    restored[key] = _aligned_copy(value)
+            self.state[index] = restored
+        for group, merged in zip(self.param_groups, new_groups):
+            group.clear()
+            group.update(merged)
+
+    @staticmethod
+    def _checked_saved_state(index: int, entry: Any, param: np.ndarray,
+                             group: Mapping[str, Any]) -> dict[str, Any]:
+        where = f"state_dict['state'][{index}]"
+        if not isinstance(entry, Mapping):
+            raise ValueError(f"{where} must be a dict, got {type(entry).__name__}")
+        unknown = set(entry) - {"step", *_STATE_KEYS}
+        if unknown:
+            raise ValueError(f"{where} has unknown keys {sorted(unknown)}")
+        step = entry.get("step")
+        if isinstance(step, np.ndarray) and step.shape == ():
+            step = step.item()
+        if isinstance(step, (bool, np.bool_)) or not isinstance(step, (int, np.integer)):
+            raise ValueError(f"{where}['step'] must be an int, got {type(step).__name__}")
+        if step < 0:
+            raise ValueError(f"{where}['step'] must be >= 0, got {step}")
+        required = ["square_avg"]
+        if group["momentum"] > 0:
+            required.append("momentum_buffer")
+        if group["centered"]:
+            required.append("grad_avg")
+        missing = [key for key in required if key not in entry]
+        if missing:
+            raise ValueError(
+                f"{where} lacks {', '.join(missing)}, which this configuration (momentum="
+                f"{group['momentum']}, centered={group['centered']}) needs; the state_dict comes "
+                "from a differently configured optimizer"
+            )
+        checked: dict[str, Any] = {"step": int(step)}
+        for key in _STATE_KEYS:
+            if key not in entry:
+                continue
+            value = entry[key]
+            if not isinstance(value, np.ndarray):
+                raise TypeError(f"{where}['{key}'] must be a numpy.ndarray, got "
+                                f"{type(value).__name__}")
+            if value.dtype != param.dtype:
+                raise TypeError(f"{where}['{key}'] has dtype {value.dtype}, the param has "
+                                f"{param.dtype}")
+            if value.shape != param.shape:
+                raise ValueError(f"{where}['{key}'] has shape {value.shape}, the param has "
+                                 f"{param.shape}")
+            checked[key] = value
+        return checked
+
+    # ------------------------------------------------------------------ pickle and repr
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+        # Unpickled arrays come back with NumPy's default alignment; keep ours.
+        for entry in self.state:
+            for key in _STATE_KEYS:
+                if key in entry:
+                    entry[key] = _aligned_copy(entry[key])
+
+    def __repr__(self) -> str:
+        lines = [f"{type(self).__name__} ("]
+        for k, group in enumerate(self.param_groups):
+            lines.append(f"Parameter Group {k}")
+            for key in (*OPTION_NAMES, "initial_square_avg"):
+                lines.append(f"    {key}: {group[key]}")
+        lines.append(")")
+        return "\n".join(lines)
