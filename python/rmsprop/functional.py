@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from operator import itemgetter
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -36,8 +36,8 @@ def rmsprop_step(
     grad: np.ndarray,
     square_avg: np.ndarray,
     *,
-    momentum_buffer: Optional[np.ndarray] = None,
-    grad_avg: Optional[np.ndarray] = None,
+    momentum_buffer: np.ndarray | None = None,
+    grad_avg: np.ndarray | None = None,
     step: int = 1,
     lr: float = 1e-2,
     alpha: float = 0.99,
@@ -89,8 +89,20 @@ def rmsprop_step(
         >>> v.tolist()
         [0.3999999999999999, 0.3999999999999999, 0.3999999999999999]
     """
-    options = (lr, alpha, eps, weight_decay, momentum, centered, maximize, eps_in_sqrt,
-               lr_in_momentum, nesterov, decoupled_weight_decay, bias_correction)
+    options = (
+        lr,
+        alpha,
+        eps,
+        weight_decay,
+        momentum,
+        centered,
+        maximize,
+        eps_in_sqrt,
+        lr_in_momentum,
+        nesterov,
+        decoupled_weight_decay,
+        bias_correction,
+    )
     group = (
         options,
         (param,),

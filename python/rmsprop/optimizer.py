@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Optional, Union
+from typing import Any
 
 import numpy as np
 
@@ -61,7 +61,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 _GROUP_DEFAULTS: dict[str, Any] = {**DEFAULT_OPTIONS, "initial_square_avg": 0.0}
 
 
-def _resolve_defaults(preset: Optional[str], explicit: Mapping[str, Any]) -> dict[str, Any]:
+def _resolve_defaults(preset: str | None, explicit: Mapping[str, Any]) -> dict[str, Any]:
     if preset is None:
         preset = "torch"
     if preset not in PRESETS:
@@ -157,7 +157,7 @@ class RMSprop:
 
     def __init__(
         self,
-        params: Iterable[Union[np.ndarray, Mapping[str, Any]]],
+        params: Iterable[np.ndarray | Mapping[str, Any]],
         lr: float = _UNSET,
         alpha: float = _UNSET,
         eps: float = _UNSET,
@@ -172,7 +172,7 @@ class RMSprop:
         decoupled_weight_decay: bool = _UNSET,
         bias_correction: bool = _UNSET,
         initial_square_avg: float = _UNSET,
-        preset: Optional[str] = None,
+        preset: str | None = None,
     ) -> None:
         given = {
             "lr": lr,
@@ -195,7 +195,7 @@ class RMSprop:
         self.param_groups: list[dict[str, Any]] = []
         self.state: list[dict[str, Any]] = []
         self._lock = threading.Lock()
-        if isinstance(params, np.ndarray) or isinstance(params, Mapping):
+        if isinstance(params, (np.ndarray, Mapping)):
             raise TypeError(
                 "params must be a list of arrays or of param-group dicts, got a single "
                 f"{type(params).__name__}; wrap it in a list"
@@ -262,7 +262,7 @@ class RMSprop:
 
     # ------------------------------------------------------------------ the step
 
-    def step(self, grads: Sequence[Optional[np.ndarray]]) -> None:
+    def step(self, grads: Sequence[np.ndarray | None]) -> None:
         """Update every param in place from its gradient.
 
         Args:
@@ -296,7 +296,7 @@ class RMSprop:
                 state["step"] = step
                 self.state[index] = state
 
-    def _plan(self, grads: Sequence[Optional[np.ndarray]]):
+    def _plan(self, grads: Sequence[np.ndarray | None]):
         """Gather what the core needs for every group; allocate missing state tentatively."""
         calls = []
         touched = []
@@ -416,8 +416,9 @@ class RMSprop:
                 index = saved_to_ours[int(key)]
             except (KeyError, ValueError, TypeError):
                 raise ValueError(f"state_dict['state'] has an entry {key!r} for no param") from None
-            new_state[index] = self._checked_saved_state(index, entry, params[index],
-                                                         group_of[index])
+            new_state[index] = self._checked_saved_state(
+                index, entry, params[index], group_of[index]
+            )
         # Everything is valid: from here on nothing can fail.
         for index, entry in enumerate(new_state):
             live = self.state[index]
@@ -436,8 +437,9 @@ class RMSprop:
             group.update(merged)
 
     @staticmethod
-    def _checked_saved_state(index: int, entry: Any, param: np.ndarray,
-                             group: Mapping[str, Any]) -> dict[str, Any]:
+    def _checked_saved_state(
+        index: int, entry: Any, param: np.ndarray, group: Mapping[str, Any]
+    ) -> dict[str, Any]:
         where = f"state_dict['state'][{index}]"
         if not isinstance(entry, Mapping):
             raise ValueError(f"{where} must be a dict, got {type(entry).__name__}")
@@ -469,14 +471,17 @@ class RMSprop:
                 continue
             value = entry[key]
             if not isinstance(value, np.ndarray):
-                raise TypeError(f"{where}['{key}'] must be a numpy.ndarray, got "
-                                f"{type(value).__name__}")
+                raise TypeError(
+                    f"{where}['{key}'] must be a numpy.ndarray, got {type(value).__name__}"
+                )
             if value.dtype != param.dtype:
-                raise TypeError(f"{where}['{key}'] has dtype {value.dtype}, the param has "
-                                f"{param.dtype}")
+                raise TypeError(
+                    f"{where}['{key}'] has dtype {value.dtype}, the param has {param.dtype}"
+                )
             if value.shape != param.shape:
-                raise ValueError(f"{where}['{key}'] has shape {value.shape}, the param has "
-                                 f"{param.shape}")
+                raise ValueError(
+                    f"{where}['{key}'] has shape {value.shape}, the param has {param.shape}"
+                )
             checked[key] = value
         return checked
 
