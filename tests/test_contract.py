@@ -310,9 +310,9 @@ def test_construction_refusals() -> None:
 def test_functional_refusals_name_the_argument() -> None:
     p, g = make()
     v = np.zeros_like(p)
-    with pytest.raises(ValueError, match="momentum_buffer must be given"):
+    with pytest.raises(ValueError, match="momentum_buffer is missing; pass it"):
         rmsprop_step(p, g, v, momentum=0.9)
-    with pytest.raises(ValueError, match="grad_avg must be given"):
+    with pytest.raises(ValueError, match="grad_avg is missing; pass it"):
         rmsprop_step(p, g, v, centered=True)
     with pytest.raises(TypeError, match=r"^square_avg has dtype float64 but param"):
         rmsprop_step(p, g, v.astype(np.float64))

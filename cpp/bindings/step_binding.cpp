@@ -60,11 +60,17 @@ struct Namer {
   }
 };
 
+// Where an array came from; turned into a name only when a message needs one.
+struct Origin {
+  Role role;
+  long long index;
+};
+
 struct Interval {
   std::uintptr_t begin;
   std::uintptr_t end;
-  bool written;
-  std::string name;
+  Origin origin;
+  bool written() const { return origin.role != Role::kGrad; }
 };
 
 std::string describe_type(py::handle obj) { return Py_TYPE(obj.ptr())->tp_name; }
@@ -98,43 +104,45 @@ std::size_t float_itemsize(const py::array& a) {
 }
 
 // The refusals of SPEC §4 for one array. `param` is null when checking the param itself.
-py::array checked_array(py::handle obj, Role role, const std::string& name, const py::array* param,
-                        const std::string& param_name) {
+py::array checked_array(py::handle obj, const Origin& origin, const Namer& namer,
+                        const py::array* param) {
+  const auto name_of = [&] { return namer(origin.role, origin.index); };
+  const auto param_name_of = [&] { return namer(Role::kParam, origin.index); };
   if (!py::isinstance<py::array>(obj)) {
-    throw py::type_error(name + " must be a numpy.ndarray, got " + describe_type(obj));
+    throw py::type_error(name_of() + " must be a numpy.ndarray, got " + describe_type(obj));
   }
   auto a = py::reinterpret_borrow<py::array>(obj);
   const auto& api = py::detail::npy_api::get();
   const int flags = py::detail::array_proxy(a.ptr())->flags;
   const std::size_t itemsize = float_itemsize(a);
   if (itemsize == 0) {
-    throw py::type_error(name + " has dtype " + dtype_name(a) +
+    throw py::type_error(name_of() + " has dtype " + dtype_name(a) +
                          "; rmsprop supports float32 and float64 arrays");
   }
   if (a.dtype().byteorder() == '>') {
-    throw py::value_error(name + " is not in native byte order; convert it with "
+    throw py::value_error(name_of() + " is not in native byte order; convert it with "
                                  "arr.astype(arr.dtype.newbyteorder('='))");
   }
   if (param != nullptr && itemsize != float_itemsize(*param)) {
-    throw py::type_error(name + " has dtype " + dtype_name(a) + " but " + param_name +
+    throw py::type_error(name_of() + " has dtype " + dtype_name(a) + " but " + param_name_of() +
                          " has dtype " + dtype_name(*param) + "; they must match");
   }
   if (param != nullptr && !same_shape(a, *param)) {
-    throw py::value_error(name + " has shape " + shape_of(a) + " but " + param_name +
+    throw py::value_error(name_of() + " has shape " + shape_of(a) + " but " + param_name_of() +
                           " has shape " + shape_of(*param) + "; they must match");
   }
-  const bool written = role != Role::kGrad;
+  const bool written = origin.role != Role::kGrad;
   if (!(flags & api.NPY_ARRAY_C_CONTIGUOUS_)) {
-    throw py::value_error(name + " is not C-contiguous; rmsprop updates arrays in place and "
+    throw py::value_error(name_of() + " is not C-contiguous; rmsprop updates arrays in place and "
                                  "never copies. Pass a contiguous array (np.ascontiguousarray) "
                                  "and keep that array as the parameter");
   }
   if (!(flags & api.NPY_ARRAY_ALIGNED_)) {
-    throw py::value_error(name + " is not aligned to its element size; allocate it with NumPy "
+    throw py::value_error(name_of() + " is not aligned to its element size; allocate it with NumPy "
                                  "(np.empty/np.zeros) or copy it once before training");
   }
   if (written && !(flags & api.NPY_ARRAY_WRITEABLE_)) {
-    throw py::value_error(name + " is read-only; rmsprop updates it in place, so it must be "
+    throw py::value_error(name_of() + " is read-only; rmsprop updates it in place, so it must be "
                                  "writeable (arr.flags.writeable = True, or pass a copy you keep)");
   }
   return a;
@@ -158,23 +166,62 @@ bool as_bool(py::handle obj, const char* name) {
   return truth != 0;
 }
 
-// Hyper-parameters arrive as one tuple in the order of kOptionNames (see bindings.hpp).
-Options options_from(py::handle item) {
-  auto t = py::reinterpret_borrow<py::tuple>(item);
-  if (t.size() != kOptionCount) throw py::value_error("internal: wrong option tuple length");
+// Dict keys interned once: looking up a str object that is already hashed and interned is the
+// fastest dict access there is, and a step does ~20 of them per group.
+PyObject* interned(const char* name) {
+  PyObject* key = PyUnicode_InternFromString(name);
+  if (key == nullptr) throw py::error_already_set();
+  return key;  // immortal for the life of the module: never released
+}
+
+struct Keys {
+  PyObject* options[kOptionCount];
+  PyObject* params = interned("params");
+  PyObject* step = interned("step");
+  PyObject* square_avg = interned("square_avg");
+  PyObject* grad_avg = interned("grad_avg");
+  PyObject* momentum_buffer = interned("momentum_buffer");
+  Keys() {
+    for (std::size_t i = 0; i < kOptionCount; ++i) options[i] = interned(kOptionNames[i]);
+  }
+};
+
+const Keys& keys() {
+  static const Keys k;  // first use is under the GIL
+  return k;
+}
+
+// Hyper-parameters come as a param-group dict (the optimizer) or as a tuple in the order of
+// kOptionNames (the functional API).
+Options options_from(py::handle source) {
+  const bool is_dict = PyDict_Check(source.ptr());
+  if (!is_dict && !(PyTuple_Check(source.ptr()) &&
+                    static_cast<std::size_t>(PyTuple_GET_SIZE(source.ptr())) == kOptionCount)) {
+    throw py::type_error("options must be a param-group dict or a tuple in OPTION_NAMES order");
+  }
+  const auto item = [&](std::size_t i) -> py::handle {
+    if (!is_dict) return PyTuple_GET_ITEM(source.ptr(), i);
+    PyObject* value = PyDict_GetItemWithError(source.ptr(), keys().options[i]);
+    if (value == nullptr) {
+      if (PyErr_Occurred()) throw py::error_already_set();
+      throw py::key_error(std::string("param group has no '") + kOptionNames[i] +
+                          "' hyper-parameter");
+    }
+    return value;
+  };
   Options o;
-  o.lr = as_double(t[0], "lr");
-  o.alpha = as_double(t[1], "alpha");
-  o.eps = as_double(t[2], "eps");
-  o.weight_decay = as_double(t[3], "weight_decay");
-  o.momentum = as_double(t[4], "momentum");
-  o.centered = as_bool(t[5], "centered");
-  o.maximize = as_bool(t[6], "maximize");
-  o.eps_in_sqrt = as_bool(t[7], "eps_in_sqrt");
-  o.lr_in_momentum = as_bool(t[8], "lr_in_momentum");
-  o.nesterov = as_bool(t[9], "nesterov");
-  o.decoupled_weight_decay = as_bool(t[10], "decoupled_weight_decay");
-  o.bias_correction = as_bool(t[11], "bias_correction");
+  o.lr = as_double(item(0), "lr");
+  o.alpha = as_double(item(1), "alpha");
+  o.eps = as_double(item(2), "eps");
+  o.weight_decay = as_double(item(3), "weight_decay");
+  o.momentum = as_double(item(4), "momentum");
+  o.centered = as_bool(item(5), "centered");
+  o.maximize = as_bool(item(6), "maximize");
+  o.eps_in_sqrt = as_bool(item(7), "eps_in_sqrt");
+  o.lr_in_momentum = as_bool(item(8), "lr_in_momentum");
+  o.nesterov = as_bool(item(9), "nesterov");
+  o.decoupled_weight_decay = as_bool(item(10), "decoupled_weight_decay");
+  o.bias_correction = as_bool(item(11), "bias_correction");
   return o;
 }
 
@@ -189,103 +236,82 @@ struct Group {
   std::vector<TensorSpan<double>> f64;
 };
 
-// A plain list or tuple, or None when the group has no such state.
-py::sequence optional_sequence(py::handle obj) {
-  if (obj.is_none()) return py::sequence();
-  return py::reinterpret_borrow<py::sequence>(obj);
+// A state entry the optimizer keeps in a dict, or null when the key is absent.
+py::handle dict_item(py::handle dict, PyObject* key) {
+  PyObject* value = PyDict_GetItemWithError(dict.ptr(), key);  // borrowed
+  if (value == nullptr && PyErr_Occurred()) throw py::error_already_set();
+  return value;
 }
 
-struct GroupParser {
+// Thrown when an optimizer state lacks a buffer its options need, so that step_optimizer can
+// report it to Python (which creates the buffers) instead of failing.
+struct MissingState {};
+
+struct Parser {
   Namer namer;
+  bool missing_state_is_error = true;
   std::vector<py::object> keep_alive;  // owns every array until the kernels are done
   std::vector<Interval> intervals;
 
-  void add_interval(const py::array& a, bool written, std::string name) {
+  void add_interval(const py::array& a, const Origin& origin) {
     const auto nbytes = static_cast<std::uintptr_t>(a.nbytes());
     if (nbytes == 0) return;
     const auto begin = reinterpret_cast<std::uintptr_t>(py::detail::array_proxy(a.ptr())->data);
-    intervals.push_back({begin, begin + nbytes, written, std::move(name)});
+    intervals.push_back({begin, begin + nbytes, origin});
   }
 
-  Group parse(py::handle group_tuple) {
-    auto g = py::reinterpret_borrow<py::tuple>(group_tuple);
-    if (g.size() != 8) throw py::value_error("internal: a group is an 8-tuple");
-    Group out;
-    out.options = options_from(g[0]);
-    validate(out.options);
-    auto params = py::reinterpret_borrow<py::sequence>(g[1]);
-    auto grads = py::reinterpret_borrow<py::sequence>(g[2]);
-    auto square_avgs = py::reinterpret_borrow<py::sequence>(g[3]);
-    py::sequence grad_avgs = optional_sequence(g[4]);
-    py::sequence momentum_buffers = optional_sequence(g[5]);
-    auto steps = py::reinterpret_borrow<py::sequence>(g[6]);
-    py::sequence indices = optional_sequence(g[7]);
-    const std::size_t n = params.size();
-    if (grads.size() != n || square_avgs.size() != n || steps.size() != n ||
-        (indices && indices.size() != n)) {
-      throw py::value_error("internal: group lists differ in length");
-    }
+  // Checks one param with its gradient and state and appends it to `out`. `grad_avg` and
+  // `momentum_buffer` are looked at only when the options need them; null means absent.
+  void add_tensor(Group& out, long long index, py::handle param_obj, py::handle grad_obj,
+                  py::handle square_avg_obj, py::handle grad_avg_obj,
+                  py::handle momentum_buffer_obj, long long step) {
+    const Origin param_origin{Role::kParam, index};
+    py::array param = checked_array(param_obj, param_origin, namer, nullptr);
+    add_interval(param, param_origin);
+    keep_alive.push_back(param);
+    const auto checked = [&](py::handle obj, Role role) {
+      const Origin origin{role, index};
+      if (!obj || obj.is_none()) {
+        if (!missing_state_is_error) throw MissingState{};
+        throw py::value_error(namer(role, index) + " is missing; " +
+                              (namer.functional ? "pass it" : "it was removed from the state") +
+                              " (centered=True needs grad_avg, momentum > 0 needs "
+                              "momentum_buffer)");
+      }
+      py::array a = checked_array(obj, origin, namer, &param);
+      add_interval(a, origin);
+      keep_alive.push_back(a);
+      return a;
+    };
     const bool need_grad_avg = out.options.centered;
     const bool need_momentum = out.options.momentum > 0.0;
-    if (need_grad_avg && (!grad_avgs || grad_avgs.size() != n)) {
-      throw py::value_error(std::string(namer.functional ? "grad_avg" : "grad_avg buffers") +
-                            " must be given when centered=True");
+    const py::array grad = checked(grad_obj, Role::kGrad);
+    const py::array square_avg = checked(square_avg_obj, Role::kSquareAvg);
+    const py::array grad_avg = need_grad_avg ? checked(grad_avg_obj, Role::kGradAvg) : py::array();
+    const py::array momentum_buffer =
+        need_momentum ? checked(momentum_buffer_obj, Role::kMomentumBuffer) : py::array();
+    if (step < 1) {
+      throw py::value_error((namer.functional ? std::string("step") :
+                                                "step of " + namer(Role::kParam, index)) +
+                            " must be >= 1 (the step being taken), got " + std::to_string(step));
     }
-    if (need_momentum && (!momentum_buffers || momentum_buffers.size() != n)) {
-      throw py::value_error(std::string(namer.functional ? "momentum_buffer" :
-                                                           "momentum_buffer buffers") +
-                            " must be given when momentum > 0");
+    const auto fill = [&](auto& spans, auto type_tag) {
+      using T = decltype(type_tag);
+      TensorSpan<T> span;
+      span.param = data_of<T>(param);
+      span.grad = data_of<T>(grad);
+      span.square_avg = data_of<T>(square_avg);
+      span.grad_avg = need_grad_avg ? data_of<T>(grad_avg) : nullptr;
+      span.momentum_buffer = need_momentum ? data_of<T>(momentum_buffer) : nullptr;
+      span.size = static_cast<std::size_t>(param.size());
+      span.step = step;
+      spans.push_back(span);
+    };
+    if (float_itemsize(param) == sizeof(float)) {
+      fill(out.f32, float{});
+    } else {
+      fill(out.f64, double{});
     }
-    for (std::size_t k = 0; k < n; ++k) {
-      const long long index = indices ? indices[k].cast<long long>() : static_cast<long long>(k);
-      const std::string param_name = namer(Role::kParam, index);
-      py::array param = checked_array(params[k], Role::kParam, param_name, nullptr, "");
-      const auto checked = [&](py::handle obj, Role role) {
-        const std::string name = namer(role, index);
-        py::array a = checked_array(obj, role, name, &param, param_name);
-        add_interval(a, role != Role::kGrad, name);
-        keep_alive.push_back(a);
-        return a;
-      };
-      add_interval(param, true, param_name);
-      keep_alive.push_back(param);
-      py::array grad = checked(grads[k], Role::kGrad);
-      py::array square_avg = checked(square_avgs[k], Role::kSquareAvg);
-      py::array grad_avg;
-      py::array momentum_buffer;
-      if (need_grad_avg) grad_avg = checked(grad_avgs[k], Role::kGradAvg);
-      if (need_momentum) momentum_buffer = checked(momentum_buffers[k], Role::kMomentumBuffer);
-      const py::handle step_obj = steps[k];
-      const long long step = PyLong_AsLongLong(step_obj.ptr());
-      if (step == -1 && PyErr_Occurred()) {
-        PyErr_Clear();
-        throw py::type_error((namer.functional ? std::string("step") : "state step of " +
-                                                                           param_name) +
-                             " must be an int, got " + describe_type(step_obj));
-      }
-      if (step < 1) {
-        throw py::value_error((namer.functional ? std::string("step") : "step of " + param_name) +
-                              " must be >= 1 (the step being taken), got " + std::to_string(step));
-      }
-      const auto fill = [&](auto& spans, auto type_tag) {
-        using T = decltype(type_tag);
-        TensorSpan<T> span;
-        span.param = data_of<T>(param);
-        span.grad = data_of<T>(grad);
-        span.square_avg = data_of<T>(square_avg);
-        span.grad_avg = need_grad_avg ? data_of<T>(grad_avg) : nullptr;
-        span.momentum_buffer = need_momentum ? data_of<T>(momentum_buffer) : nullptr;
-        span.size = static_cast<std::size_t>(param.size());
-        span.step = step;
-        spans.push_back(span);
-      };
-      if (float_itemsize(param) == sizeof(float)) {
-        fill(out.f32, float{});
-      } else {
-        fill(out.f64, double{});
-      }
-    }
-    return out;
   }
 
   // Writing through one buffer while reading or writing another that shares its bytes would
@@ -297,39 +323,132 @@ struct GroupParser {
     const Interval* furthest_written = nullptr;
     for (const Interval& cur : intervals) {
       const Interval* clash = nullptr;
-      if (cur.written && furthest_any && cur.begin < furthest_any->end) clash = furthest_any;
+      if (cur.written() && furthest_any && cur.begin < furthest_any->end) clash = furthest_any;
       if (!clash && furthest_written && cur.begin < furthest_written->end) {
         clash = furthest_written;
       }
       if (clash) {
-        throw py::value_error(clash->name + " and " + cur.name +
+        throw py::value_error(namer(clash->origin.role, clash->origin.index) + " and " +
+                              namer(cur.origin.role, cur.origin.index) +
                               " share memory; every parameter, gradient and state buffer must "
                               "be a separate array (pass a copy of the gradient)");
       }
       if (!furthest_any || cur.end > furthest_any->end) furthest_any = &cur;
-      if (cur.written && (!furthest_written || cur.end > furthest_written->end)) {
+      if (cur.written() && (!furthest_written || cur.end > furthest_written->end)) {
         furthest_written = &cur;
       }
     }
   }
 };
 
-void step_groups(py::sequence groups, bool functional) {
-  GroupParser parser{Namer{functional}, {}, {}};
-  std::vector<Group> parsed;
-  parsed.reserve(groups.size());
-  for (py::handle g : groups) parsed.push_back(parser.parse(g));
-  parser.check_overlaps();
-  // Safe without the GIL: every array is kept alive by parser.keep_alive, the kernels touch
-  // only raw buffers, and nothing below calls into Python.
+// Safe without the GIL: the parser's keep_alive owns every array, the kernels touch only raw
+// buffers, and nothing in between calls into Python.
+void run_groups(const std::vector<Group>& groups) {
   py::gil_scoped_release release;
-  for (const Group& g : parsed) {
+  for (const Group& g : groups) {
     if (!g.f32.empty()) step(g.options, g.f32.data(), g.f32.size());
     if (!g.f64.empty()) step(g.options, g.f64.data(), g.f64.size());
   }
 }
 
-void validate_options(py::tuple options) { validate(options_from(options)); }
+// The optimizer's step: groups are the param-group dicts; grads and states (dicts with
+// "step", "square_avg", ...) are aligned with all params in group order. Params whose grad is
+// None are skipped. Each state's "step" is incremented only after every group ran.
+// Returns false, having changed nothing, when a stepped param's state lacks a buffer and
+// create_state_first is true: the caller then creates the buffers and calls again.
+bool step_optimizer(py::list groups, py::handle grads_obj, py::list states,
+                    bool create_state_first) {
+  Parser parser{Namer{false}, !create_state_first, {}, {}};
+  std::vector<Group> parsed;
+  parsed.reserve(groups.size());
+  std::vector<std::pair<py::handle, long long>> new_steps;
+  std::size_t offset = 0;
+  if (!PyList_Check(grads_obj.ptr()) && !PyTuple_Check(grads_obj.ptr())) {
+    throw py::type_error("grads must be a list with one gradient per param, got " +
+                         describe_type(grads_obj) +
+                         (py::isinstance<py::array>(grads_obj) ?
+                              " (wrap a single gradient: step([grad]))" : ""));
+  }
+  const auto grads = py::reinterpret_borrow<py::sequence>(grads_obj);
+  const std::size_t total = states.size();
+  if (grads.size() != total) {
+    throw py::value_error("step() got " + std::to_string(grads.size()) + " gradients for " +
+                          std::to_string(total) +
+                          " params; pass one per param in param-group order (None skips one)");
+  }
+  const Keys& key = keys();
+  for (py::handle group : groups) {
+    Group out;
+    out.options = options_from(group);
+    validate(out.options);
+    const py::handle params_obj = dict_item(group, key.params);
+    if (!params_obj || !PyList_Check(params_obj.ptr())) {
+      throw py::type_error("every param group needs a 'params' list");
+    }
+    auto params = py::reinterpret_borrow<py::list>(params_obj);
+    const std::size_t n = params.size();
+    if (offset + n > total) {
+      throw py::value_error("the param groups hold more params than there are gradients");
+    }
+    for (std::size_t k = 0; k < n; ++k) {
+      const std::size_t index = offset + k;
+      const py::handle grad = PySequence_Fast_GET_ITEM(grads.ptr(), index);
+      if (grad.is_none()) continue;
+      const py::handle state = PyList_GET_ITEM(states.ptr(), index);
+      if (!PyDict_Check(state.ptr())) throw py::type_error("internal: a state is not a dict");
+      const py::handle step_obj = dict_item(state, key.step);
+      long long step = 0;
+      if (step_obj) {
+        step = PyLong_AsLongLong(step_obj.ptr());
+        if (step == -1 && PyErr_Occurred()) {
+          PyErr_Clear();
+          throw py::type_error("state[" + std::to_string(index) + "]['step'] must be an int, got " +
+                               describe_type(step_obj));
+        }
+      }
+      try {
+        parser.add_tensor(out, static_cast<long long>(index), params[k], grad,
+                          dict_item(state, key.square_avg), dict_item(state, key.grad_avg),
+                          dict_item(state, key.momentum_buffer), step + 1);
+      } catch (const MissingState&) {
+        return false;
+      }
+      new_steps.emplace_back(state, step + 1);
+    }
+    offset += n;
+    parsed.push_back(std::move(out));
+  }
+  if (offset != total) throw py::value_error("internal: param groups and grads differ in length");
+  parser.check_overlaps();
+  run_groups(parsed);
+  for (const auto& [state, step] : new_steps) {
+    if (PyDict_SetItem(state.ptr(), key.step, py::int_(step).ptr()) != 0) {
+      throw py::error_already_set();
+    }
+  }
+  return true;
+}
+
+void step_functional(py::tuple options, py::handle param, py::handle grad, py::handle square_avg,
+                     py::handle grad_avg, py::handle momentum_buffer, py::handle step_obj) {
+  Parser parser{Namer{true}, true, {}, {}};
+  std::vector<Group> parsed(1);
+  parsed[0].options = options_from(options);
+  validate(parsed[0].options);
+  if (!PyLong_Check(step_obj.ptr())) {
+    throw py::type_error("step must be an int, got " + describe_type(step_obj));
+  }
+  const long long step = PyLong_AsLongLong(step_obj.ptr());
+  if (step == -1 && PyErr_Occurred()) {
+    PyErr_Clear();
+    throw py::value_error("step is out of range");
+  }
+  parser.add_tensor(parsed[0], 0, param, grad, square_avg, grad_avg, momentum_buffer, step);
+  parser.check_overlaps();
+  run_groups(parsed);
+}
+
+void validate_options(py::handle options) { validate(options_from(options)); }
 
 void roofline(py::array_t<float, py::array::c_style> p, py::array_t<float, py::array::c_style> g,
               py::array_t<float, py::array::c_style> v) {
@@ -347,13 +466,20 @@ void roofline(py::array_t<float, py::array::c_style> p, py::array_t<float, py::a
 }  // namespace
 
 void bind_step(py::module_& m) {
-  m.def("step_groups", &step_groups, py::arg("groups"), py::arg("functional") = false,
+  m.def("step_optimizer", &step_optimizer, py::arg("groups"), py::arg("grads"),
+        py::arg("states"), py::arg("create_state_first"),
         "Validate every group, then run one fused step per group with the GIL released.\n\n"
-        "Each group is (options, params, grads, square_avgs, grad_avgs|None,\n"
-        "momentum_buffers|None, steps, indices|None); options is a tuple in the order of\n"
-        "OPTION_NAMES. Nothing is written unless every group is valid.");
+        "groups are the param-group dicts (hyper-parameters and 'params'); grads and states\n"
+        "(dicts) are aligned with all params. Nothing is written unless every\n"
+        "input is valid; each stepped state's 'step' is incremented afterwards. With\n"
+        "create_state_first, returns False (changing nothing) if a state lacks a buffer.");
+  m.def("step_functional", &step_functional, py::arg("options"), py::arg("param"),
+        py::arg("grad"), py::arg("square_avg"), py::arg("grad_avg"),
+        py::arg("momentum_buffer"), py::arg("step"),
+        "One validated fused step on one array (rmsprop.functional.rmsprop_step).");
   m.def("validate_options", &validate_options, py::arg("options"),
-        "Raise ValueError/TypeError if the option tuple (OPTION_NAMES order) is invalid.");
+        "Raise ValueError/TypeError if a param group's (or an OPTION_NAMES-ordered tuple's)\n"
+        "hyper-parameters are invalid.");
   m.def("roofline_pass", &roofline, py::arg("p").noconvert(), py::arg("g").noconvert(),
         py::arg("v").noconvert(),
         "Bandwidth twin of the plain step (read p, g, v; write p, v) for benchmarks.");

@@ -153,8 +153,10 @@ bool may_go_parallel() { return true; }
 // ---------------------------------------------------------------------------------------------
 // Options and coefficients.
 
-void require(bool ok, const std::string& message) {
-  if (!ok) throw std::invalid_argument(message);
+// Checks run on every step, so the message is only built when the check fails.
+template <class MakeMessage>
+void require(bool ok, MakeMessage&& make_message) {
+  if (!ok) throw std::invalid_argument(make_message());
 }
 
 std::string number(double x) {
@@ -163,8 +165,9 @@ std::string number(double x) {
 }
 
 void require_non_negative(double value, const char* name) {
-  require(std::isfinite(value) && value >= 0.0,
-          std::string(name) + " must be a finite number >= 0, got " + number(value));
+  require(std::isfinite(value) && value >= 0.0, [&] {
+    return std::string(name) + " must be a finite number >= 0, got " + number(value);
+  });
 }
 
 template <class T>
@@ -267,12 +270,13 @@ void step_impl(const Options& options, const TensorSpan<T>* tensors, std::size_t
   for (std::size_t k = 0; k < count; ++k) {
     const TensorSpan<T>& t = tensors[k];
     if (t.size == 0) continue;
-    require(t.param && t.grad && t.square_avg, "tensor " + std::to_string(k) +
-                                                   ": param, grad and square_avg are required");
+    const auto tensor = [k] { return "tensor " + std::to_string(k); };
+    require(t.param && t.grad && t.square_avg,
+            [&] { return tensor() + ": param, grad and square_avg are required"; });
     require(!options.centered || t.grad_avg,
-            "tensor " + std::to_string(k) + ": centered=True needs a grad_avg buffer");
+            [&] { return tensor() + ": centered=True needs a grad_avg buffer"; });
     require(options.momentum == 0.0 || t.momentum_buffer,
-            "tensor " + std::to_string(k) + ": momentum > 0 needs a momentum_buffer");
+            [&] { return tensor() + ": momentum > 0 needs a momentum_buffer"; });
   }
   const Variant variant = variant_for(options);
   // Coefficients differ between tensors only through the step count (bias correction).
@@ -309,10 +313,12 @@ void validate(const Options& o) {
   require_non_negative(o.weight_decay, "weight_decay");
   require_non_negative(o.momentum, "momentum");
   require(std::isfinite(o.alpha) && o.alpha >= 0.0 && o.alpha <= 1.0,
-          "alpha must be in [0, 1], got " + number(o.alpha));
-  require(!o.nesterov || o.momentum > 0.0, "nesterov=True requires momentum > 0");
-  require(!o.bias_correction || o.alpha < 1.0,
-          "bias_correction=True requires alpha < 1 (1 - alpha^t would be 0)");
+          [&] { return "alpha must be in [0, 1], got " + number(o.alpha); });
+  require(!o.nesterov || o.momentum > 0.0,
+          [] { return std::string("nesterov=True requires momentum > 0"); });
+  require(!o.bias_correction || o.alpha < 1.0, [] {
+    return std::string("bias_correction=True requires alpha < 1 (1 - alpha^t would be 0)");
+  });
 }
 
 void step(const Options& options, const TensorSpan<float>* tensors, std::size_t count) {
@@ -392,7 +398,8 @@ int num_threads() {
 }
 
 void set_num_threads(int threads) {
-  require(threads >= 1, "the number of threads must be >= 1, got " + std::to_string(threads));
+  require(threads >= 1,
+          [&] { return "the number of threads must be >= 1, got " + std::to_string(threads); });
   requested_threads.store(threads, std::memory_order_relaxed);
 }
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -27,8 +26,6 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "decoupled_weight_decay": False,
     "bias_correction": False,
 }
-
-options_tuple = itemgetter(*OPTION_NAMES)
 
 
 def rmsprop_step(
@@ -103,14 +100,4 @@ def rmsprop_step(
         decoupled_weight_decay,
         bias_correction,
     )
-    group = (
-        options,
-        (param,),
-        (grad,),
-        (square_avg,),
-        None if grad_avg is None else (grad_avg,),
-        None if momentum_buffer is None else (momentum_buffer,),
-        (step,),
-        None,
-    )
-    _core.step_groups((group,), True)
+    _core.step_functional(options, param, grad, square_avg, grad_avg, momentum_buffer, step)

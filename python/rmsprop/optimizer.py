@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from . import _core
-from .functional import DEFAULT_OPTIONS, OPTION_NAMES, options_tuple
+from .functional import DEFAULT_OPTIONS, OPTION_NAMES
 
 __all__ = ["PRESETS", "RMSprop"]
 
@@ -76,7 +76,7 @@ def _resolve_defaults(preset: str | None, explicit: Mapping[str, Any]) -> dict[s
 def _check_group_options(group: Mapping[str, Any], where: str) -> None:
     """Refuse invalid hyper-parameters with the core's own checks, naming the group."""
     try:
-        _core.validate_options(options_tuple(group))
+        _core.validate_options(group)
         initial = float(group["initial_square_avg"])
     except (TypeError, ValueError) as exc:
         raise type(exc)(f"{where}: {exc}") from None
@@ -242,23 +242,35 @@ class RMSprop:
         self.param_groups.append(group)
         self.state.extend({} for _ in params)
 
-    def _new_state_buffers(self, param: Any, state: dict[str, Any], group: Mapping[str, Any]):
-        """Return ``state`` with any buffer the group's options need and it lacks, as a new dict.
+    def _create_missing_state(self, grads: Sequence[Any]) -> list[tuple[dict[str, Any], str]]:
+        """Give every param stepped now the buffers its group's options need.
 
-        Buffers are created on a param's first step, or when an option that needs one (centered,
-        momentum) is switched on later. A param that is not a float array gets nothing, so the
-        core reports the real problem with it.
+        Buffers appear on a param's first step, or when an option that needs one (centered,
+        momentum) is switched on later. Returns what was added, so that a refused step can take
+        it back.
         """
-        if not _is_float_array(param):
-            return state
-        fresh = {"step": 0, **state}
-        if "square_avg" not in fresh:
-            fresh["square_avg"] = _aligned_full(param, float(group["initial_square_avg"]))
-        if group["momentum"] > 0 and "momentum_buffer" not in fresh:
-            fresh["momentum_buffer"] = _aligned_full(param, 0.0)
-        if group["centered"] and "grad_avg" not in fresh:
-            fresh["grad_avg"] = _aligned_full(param, 0.0)
-        return fresh
+        created: list[tuple[dict[str, Any], str]] = []
+        start = 0
+        for group in self.param_groups:
+            params = group["params"]
+            keys = ["square_avg"]
+            if group["momentum"] > 0:
+                keys.append("momentum_buffer")
+            if group["centered"]:
+                keys.append("grad_avg")
+            for offset, param in enumerate(params):
+                state = self.state[start + offset]
+                # A param that is not a float array gets nothing: the core then reports the
+                # real problem with it.
+                if grads[start + offset] is None or not _is_float_array(param):
+                    continue
+                for key in ("step", *keys):
+                    if state.get(key) is None:
+                        fill = group["initial_square_avg"] if key == "square_avg" else 0.0
+                        state[key] = 0 if key == "step" else _aligned_full(param, fill)
+                        created.append((state, key))
+            start += len(params)
+        return created
 
     # ------------------------------------------------------------------ the step
 
@@ -276,75 +288,20 @@ class RMSprop:
         The optimizer is locked while stepping: concurrent calls from several threads run one
         after the other.
         """
-        if isinstance(grads, np.ndarray):
-            raise TypeError(
-                "grads must be a list with one gradient per parameter; got a single ndarray "
-                "(wrap it: step([grad]))"
-            )
-        if not isinstance(grads, (list, tuple)):
-            grads = list(grads)
+        if type(grads) is not list and not isinstance(grads, (tuple, np.ndarray)):
+            grads = list(grads)  # any other iterable; the core refuses a lone ndarray
+        groups = self.param_groups
         with self._lock:
-            total = len(self.state)
-            if len(grads) != total:
-                raise ValueError(
-                    f"step() got {len(grads)} gradients for {total} params; pass one per param "
-                    "in param-group order (None skips a param)"
-                )
-            calls, touched = self._plan(grads)
-            _core.step_groups(calls)
-            for index, state, step in touched:
-                state["step"] = step
-                self.state[index] = state
-
-    def _plan(self, grads: Sequence[np.ndarray | None]):
-        """Gather what the core needs for every group; allocate missing state tentatively."""
-        calls = []
-        touched = []
-        all_state = self.state
-        base = 0
-        for group in self.param_groups:
-            params = group["params"]
-            centered = bool(group["centered"])
-            use_momentum = group["momentum"] > 0
-            p_list, g_list, sq_list, ga_list, mb_list, steps, indices = [], [], [], [], [], [], []
-            for offset, param in enumerate(params):
-                index = base + offset
-                grad = grads[index]
-                if grad is None:
-                    continue
-                state = all_state[index]
-                if (
-                    "square_avg" not in state
-                    or (centered and "grad_avg" not in state)
-                    or (use_momentum and "momentum_buffer" not in state)
-                ):
-                    state = self._new_state_buffers(param, state, group)
-                step = state.get("step", 0) + 1
-                p_list.append(param)
-                g_list.append(grad)
-                sq_list.append(state.get("square_avg"))
-                if centered:
-                    ga_list.append(state.get("grad_avg"))
-                if use_momentum:
-                    mb_list.append(state.get("momentum_buffer"))
-                steps.append(step)
-                indices.append(index)
-                touched.append((index, state, step))
-            base += len(params)
-            if p_list:
-                calls.append(
-                    (
-                        options_tuple(group),
-                        p_list,
-                        g_list,
-                        sq_list,
-                        ga_list if centered else None,
-                        mb_list if use_momentum else None,
-                        steps,
-                        indices,
-                    )
-                )
-        return calls, touched
+            if _core.step_optimizer(groups, grads, self.state, True):
+                return
+            # Some param is stepped for the first time (or an option now needs a new buffer).
+            created = self._create_missing_state(grads)
+            try:
+                _core.step_optimizer(groups, grads, self.state, False)
+            except BaseException:
+                for state, key in created:
+                    del state[key]
+                raise
 
     # ------------------------------------------------------------------ checkpoints
 
