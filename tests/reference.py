@@ -56,7 +56,9 @@ class Tracked:
         self.prec = prec
 
     def _rounded(self, value: np.ndarray, err: np.ndarray) -> Tracked:
-        return Tracked(value, err + self.prec.unit * np.abs(value) + self.prec.tiny, self.prec)
+        err = err + self.prec.unit * np.abs(value) + self.prec.tiny
+        # inf - inf or 0 * inf in the bound itself: nothing is known any more.
+        return Tracked(value, np.where(np.isnan(err), np.inf, err), self.prec)
 
     def _lift(self, other: Any) -> Tracked:
         return other if isinstance(other, Tracked) else constant(other, self.prec)
@@ -76,7 +78,7 @@ class Tracked:
 
     def __mul__(self, other: Any) -> Tracked:
         o = self._lift(other)
-        err = np.abs(self.value) * o.err + np.abs(o.value) * self.err + self.err * o.err
+        err = _times(self.value, o.err) + _times(o.value, self.err) + _times(self.err, o.err)
         return self._rounded(self.value * o.value, err)
 
     __rmul__ = __mul__
@@ -91,6 +93,15 @@ class Tracked:
 
     def __neg__(self) -> Tracked:
         return Tracked(-self.value, self.err, self.prec)
+
+
+def _times(magnitude: np.ndarray, err: np.ndarray) -> np.ndarray:
+    """|magnitude| * err, where 0 times a finite error is 0 but 0 times an unbounded error stays
+    unbounded: the implementation's factor may then be inf (e.g. g / 0 after g*g underflowed),
+    and 0 * inf is NaN."""
+    with np.errstate(invalid="ignore"):
+        zero_times = np.where(np.isinf(err), np.inf, 0.0)
+        return np.where(magnitude == 0, zero_times, np.abs(magnitude) * err)
 
 
 def constant(x: float, prec: Precision) -> Tracked:
