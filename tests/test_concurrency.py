@@ -36,6 +36,7 @@ def run_threads(targets) -> None:
                 fn()
             except BaseException as exc:  # pragma: no cover - reported below
                 errors.append(exc)
+
         return body
 
     threads = [threading.Thread(target=wrapped(fn)) for fn in targets]
@@ -56,9 +57,7 @@ def test_two_optimizers_in_two_threads_match_sequential_runs_bitwise() -> None:
         sequential.append(p)
     params = [p0.copy() for p0, _ in problems]
     opts = [RMSprop([p], momentum=0.9, centered=True) for p in params]
-    run_threads([
-        lambda i=i: train(params[i], problems[i][1], opts[i]) for i in range(2)
-    ])
+    run_threads([lambda i=i: train(params[i], problems[i][1], opts[i]) for i in range(2)])
     for a, b in zip(sequential, params):
         assert a.tobytes() == b.tobytes()
 

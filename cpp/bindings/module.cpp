@@ -29,6 +29,8 @@ void bind_control(py::module_& m) {
   m.def("active_isa", [] { return isa_name(active_isa()); });
   m.def("set_isa", [](const std::string& name) { set_isa(isa_from_name(name)); },
         py::arg("name"));
+  m.def("limit_isa", [](const std::string& name) { limit_isa(isa_from_name(name)); },
+        py::arg("name"));
   m.def("openmp_enabled", &openmp_enabled);
   m.def("get_num_threads", &num_threads);
   m.def("set_num_threads", &set_num_threads, py::arg("n"));

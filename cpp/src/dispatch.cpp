@@ -116,13 +116,20 @@ KernelTable table_for(Isa isa) {
   }
 }
 
-Isa best_supported_isa() {
+Isa best_usable_isa() {
   static const Isa best = [] {
     Isa isa = detect_best_isa();
     while (!isa_compiled(isa)) isa = static_cast<Isa>(static_cast<int>(isa) - 1);
     return isa;
   }();
   return best;
+}
+
+std::atomic<int> isa_cap{static_cast<int>(Isa::kAvx512)};
+
+Isa best_supported_isa() {
+  return static_cast<Isa>(
+      std::min(static_cast<int>(best_usable_isa()), isa_cap.load(std::memory_order_relaxed)));
 }
 
 std::atomic<int>& active_isa_slot() {
@@ -371,10 +378,19 @@ void set_isa(Isa isa) {
   if (!isa_compiled(isa)) {
     throw std::invalid_argument("ISA '" + isa_name(isa) + "' is not compiled into this build");
   }
-  if (static_cast<int>(isa) > static_cast<int>(best_supported_isa())) {
+  if (static_cast<int>(isa) > static_cast<int>(best_usable_isa())) {
     throw std::invalid_argument("ISA '" + isa_name(isa) + "' is not supported by this CPU/OS");
   }
+  if (static_cast<int>(isa) > isa_cap.load(std::memory_order_relaxed)) {
+    throw std::invalid_argument("ISA '" + isa_name(isa) + "' is above the cap set by limit_isa "
+                                "(RMSPROP_ISA=" + isa_name(static_cast<Isa>(isa_cap.load())) + ")");
+  }
   active_isa_slot().store(static_cast<int>(isa), std::memory_order_relaxed);
+}
+
+void limit_isa(Isa cap) {
+  isa_cap.store(static_cast<int>(cap), std::memory_order_relaxed);
+  active_isa_slot().store(static_cast<int>(best_supported_isa()), std::memory_order_relaxed);
 }
 
 bool openmp_enabled() {

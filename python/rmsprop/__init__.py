@@ -45,7 +45,7 @@ __all__ = [
     "set_num_threads",
 ]
 
-_ISA_ORDER = ("baseline", "avx2", "avx512")
+_ISA_ORDER = ("baseline", "avx2", "avx512")  # lowest first
 
 
 def set_isa(name: str) -> None:
@@ -106,7 +106,7 @@ def config() -> dict[str, Any]:
 
 
 def _apply_isa_cap_from_environment() -> None:
-    """RMSPROP_ISA caps the automatic choice: the best supported ISA not above it."""
+    """RMSPROP_ISA caps the kernels this process may use: nothing above it is ever run."""
     requested = os.environ.get("RMSPROP_ISA", "").strip().lower()
     if not requested:
         return
@@ -117,9 +117,7 @@ def _apply_isa_cap_from_environment() -> None:
             stacklevel=2,
         )
         return
-    supported = set(_core.supported_isas())
-    allowed = [isa for isa in _ISA_ORDER[: _ISA_ORDER.index(requested) + 1] if isa in supported]
-    _core.set_isa(allowed[-1])
+    _core.limit_isa(requested)
 
 
 _apply_isa_cap_from_environment()

@@ -57,10 +57,13 @@ enum class Isa : int { kBaseline = 0, kAvx2 = 1, kAvx512 = 2 };
 std::string isa_name(Isa isa);
 Isa isa_from_name(const std::string& name);  // std::invalid_argument for an unknown name
 std::vector<Isa> compiled_isas();            // what this build contains
-std::vector<Isa> supported_isas();           // compiled and usable on this CPU and OS
+std::vector<Isa> supported_isas();           // compiled, usable here, and not above the cap
 Isa active_isa();
 // Pins the ISA used by later steps; std::invalid_argument if not in supported_isas().
 void set_isa(Isa isa);
+// Removes every ISA above `cap` from supported_isas() and makes the best remaining one active
+// (the Python package applies RMSPROP_ISA this way at import).
+void limit_isa(Isa cap);
 
 bool openmp_enabled();
 // Threads a step may use. Defaults to OMP_NUM_THREADS or the core count; 1 without OpenMP.
