@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import settings
 
 import rmsprop
+
+# CI explores the same examples every run (a red CI must be reproducible); locally each run
+# explores new ones. HYPOTHESIS_PROFILE=long digs deeper.
+settings.register_profile("ci", derandomize=True)
+settings.register_profile("long", max_examples=3000)
+settings.load_profile(
+    os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "default")
+)
 
 SUPPORTED_ISAS = rmsprop.config()["isas_supported"]
 THREAD_COUNTS = (1, 2)

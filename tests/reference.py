@@ -34,15 +34,19 @@ OPTION_DEFAULTS: dict[str, Any] = {
 
 @dataclass(frozen=True)
 class Precision:
-    """Rounding of the implementation being checked: unit roundoff and subnormal spacing."""
+    """Rounding of the implementation being checked: unit roundoff, subnormal spacing, and the
+    largest finite value (beyond it the implementation overflows to inf)."""
 
     unit: float
     tiny: float
+    largest: float
 
     @classmethod
     def of(cls, dtype: Any) -> Precision:
         info = np.finfo(dtype)
-        return cls(unit=float(info.eps) / 2, tiny=float(info.smallest_subnormal))
+        return cls(
+            unit=float(info.eps) / 2, tiny=float(info.smallest_subnormal), largest=float(info.max)
+        )
 
 
 class Tracked:
@@ -57,8 +61,10 @@ class Tracked:
 
     def _rounded(self, value: np.ndarray, err: np.ndarray) -> Tracked:
         err = err + self.prec.unit * np.abs(value) + self.prec.tiny
-        # inf - inf or 0 * inf in the bound itself: nothing is known any more.
-        return Tracked(value, np.where(np.isnan(err), np.inf, err), self.prec)
+        # inf - inf or 0 * inf in the bound itself, or a result (possibly) beyond the
+        # implementation's range: nothing is known any more.
+        unknown = np.isnan(err) | (np.abs(value) + err > self.prec.largest)
+        return Tracked(value, np.where(unknown, np.inf, err), self.prec)
 
     def _lift(self, other: Any) -> Tracked:
         return other if isinstance(other, Tracked) else constant(other, self.prec)
@@ -106,7 +112,7 @@ def _times(magnitude: np.ndarray, err: np.ndarray) -> np.ndarray:
 
 def constant(x: float, prec: Precision) -> Tracked:
     """A hyper-parameter or derived coefficient, rounded once to the working precision."""
-    return Tracked(x, prec.unit * abs(x), prec)
+    return Tracked(x, prec.unit * abs(x) + prec.tiny, prec)
 
 
 def exact(x: Any, prec: Precision) -> Tracked:

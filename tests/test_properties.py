@@ -21,9 +21,7 @@ from rmsprop import RMSprop
 
 pytestmark = pytest.mark.usefixtures("isa")
 
-SETTINGS = settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
+SETTINGS = settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 dtypes = st.sampled_from([np.float32, np.float64])
 shapes = hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=9)
