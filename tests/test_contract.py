@@ -122,7 +122,11 @@ def test_functional_and_optimizer_agree_bitwise_for_every_option() -> None:
     for name in OPTION_NAMES:
         options = dict(DEFAULT_OPTIONS)
         default = options[name]
-        options[name] = (not default) if isinstance(default, bool) else 0.3
+        options[name] = (
+            (not default)
+            if isinstance(default, bool)
+            else (0.3 if isinstance(default, float) else 7)
+        )
         if name == "nesterov" or name == "lr_in_momentum":
             options["momentum"] = 0.9
         if name == "decoupled_weight_decay":
@@ -301,7 +305,7 @@ def test_construction_refusals() -> None:
         RMSprop(p)
     with pytest.raises(ValueError, match="more than once"):
         RMSprop([p, p])
-    with pytest.raises(TypeError, match="float32 or float64"):
+    with pytest.raises(TypeError, match="float32, float64, float16 or ml_dtypes.bfloat16"):
         RMSprop([p.astype(np.int64)])
     with pytest.raises(ValueError, match="preset must be one of"):
         RMSprop([p], preset="caffe")

@@ -12,7 +12,8 @@ namespace bindings {
 inline constexpr const char* kOptionNames[] = {
     "lr",       "alpha",    "eps",          "weight_decay",   "momentum",
     "centered", "maximize", "eps_in_sqrt",  "lr_in_momentum", "nesterov",
-    "decoupled_weight_decay", "bias_correction"};
+    "decoupled_weight_decay", "bias_correction", "grad_scale", "stochastic_rounding",
+    "rounding_seed"};
 inline constexpr std::size_t kOptionCount = sizeof(kOptionNames) / sizeof(kOptionNames[0]);
 
 void bind_step(pybind11::module_& m);

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "bindings.hpp"
@@ -18,7 +19,7 @@ namespace rmsprop {
 namespace bindings {
 namespace {
 
-enum class Role { kParam, kGrad, kSquareAvg, kGradAvg, kMomentumBuffer };
+enum class Role { kParam, kGrad, kSquareAvg, kGradAvg, kMomentumBuffer, kMasterParam };
 
 const char* state_key(Role role) {
   switch (role) {
@@ -28,6 +29,8 @@ const char* state_key(Role role) {
       return "grad_avg";
     case Role::kMomentumBuffer:
       return "momentum_buffer";
+    case Role::kMasterParam:
+      return "master_param";
     default:
       return "";
   }
@@ -95,13 +98,40 @@ std::string shape_of(const py::array& a) {
   return s + ")";
 }
 
-// 4 or 8 for a float32 or float64 array (either byte order), 0 for anything else.
-std::size_t float_itemsize(const py::array& a) {
-  const py::dtype dt = a.dtype();
-  if (dt.kind() != 'f') return 0;
-  const auto size = static_cast<std::size_t>(dt.itemsize());
-  return (size == 4 || size == 8) ? size : 0;
+enum class Storage { kUnsupported, kFloat32, kFloat64, kFloat16, kBfloat16 };
+
+// ml_dtypes.bfloat16's scalar type, if ml_dtypes is imported. A bfloat16 array cannot exist
+// without it, so we never import it ourselves (run time needs NumPy only).
+PyObject* bfloat16_type() {
+  static PyObject* type = nullptr;  // a strong reference kept for the process's life
+  if (type == nullptr) {
+    PyObject* module = PyDict_GetItemString(PyImport_GetModuleDict(), "ml_dtypes");
+    if (module != nullptr) {
+      type = PyObject_GetAttrString(module, "bfloat16");
+      if (type == nullptr) PyErr_Clear();
+    }
+  }
+  return type;
 }
+
+Storage storage_of(const py::array& a) {
+  const py::dtype dt = a.dtype();
+  const auto size = dt.itemsize();
+  if (dt.kind() == 'f') {
+    if (size == 4) return Storage::kFloat32;
+    if (size == 8) return Storage::kFloat64;
+    if (size == 2) return Storage::kFloat16;
+    return Storage::kUnsupported;
+  }
+  if (size == 2) {
+    const auto* type = reinterpret_cast<PyObject*>(
+        py::detail::array_descriptor_proxy(dt.ptr())->typeobj);
+    if (type != nullptr && type == bfloat16_type()) return Storage::kBfloat16;
+  }
+  return Storage::kUnsupported;
+}
+
+bool sixteen_bit(Storage s) { return s == Storage::kFloat16 || s == Storage::kBfloat16; }
 
 // The refusals of SPEC §4 for one array. `param` is null when checking the param itself.
 py::array checked_array(py::handle obj, const Origin& origin, const Namer& namer,
@@ -114,18 +144,31 @@ py::array checked_array(py::handle obj, const Origin& origin, const Namer& namer
   auto a = py::reinterpret_borrow<py::array>(obj);
   const auto& api = py::detail::npy_api::get();
   const int flags = py::detail::array_proxy(a.ptr())->flags;
-  const std::size_t itemsize = float_itemsize(a);
-  if (itemsize == 0) {
+  const Storage storage = storage_of(a);
+  if (storage == Storage::kUnsupported) {
     throw py::type_error(name_of() + " has dtype " + dtype_name(a) +
-                         "; rmsprop supports float32 and float64 arrays");
+                         "; rmsprop supports float32, float64, float16 and "
+                         "ml_dtypes.bfloat16 arrays");
   }
   if (a.dtype().byteorder() == '>') {
     throw py::value_error(name_of() + " is not in native byte order; convert it with "
-                                 "arr.astype(arr.dtype.newbyteorder('='))");
+                                      "arr.astype(arr.dtype.newbyteorder('='))");
   }
-  if (param != nullptr && itemsize != float_itemsize(*param)) {
-    throw py::type_error(name_of() + " has dtype " + dtype_name(a) + " but " + param_name_of() +
-                         " has dtype " + dtype_name(*param) + "; they must match");
+  if (param != nullptr) {
+    const Storage param_storage = storage_of(*param);
+    // State of a 16-bit param is float32; everything else matches the param.
+    const bool is_state = origin.role != Role::kGrad;
+    const Storage expected =
+        is_state && sixteen_bit(param_storage) ? Storage::kFloat32 : param_storage;
+    if (storage != expected) {
+      if (expected == param_storage) {
+        throw py::type_error(name_of() + " has dtype " + dtype_name(a) + " but " +
+                             param_name_of() + " has dtype " + dtype_name(*param) +
+                             "; they must match");
+      }
+      throw py::type_error(name_of() + " has dtype " + dtype_name(a) + "; the state of a " +
+                           dtype_name(*param) + " param is float32");
+    }
   }
   if (param != nullptr && !same_shape(a, *param)) {
     throw py::value_error(name_of() + " has shape " + shape_of(a) + " but " + param_name_of() +
@@ -181,6 +224,8 @@ struct Keys {
   PyObject* square_avg = interned("square_avg");
   PyObject* grad_avg = interned("grad_avg");
   PyObject* momentum_buffer = interned("momentum_buffer");
+  PyObject* master_param = interned("master_param");
+  PyObject* master_weights = interned("master_weights");
   Keys() {
     for (std::size_t i = 0; i < kOptionCount; ++i) options[i] = interned(kOptionNames[i]);
   }
@@ -222,6 +267,15 @@ Options options_from(py::handle source) {
   o.nesterov = as_bool(item(9), "nesterov");
   o.decoupled_weight_decay = as_bool(item(10), "decoupled_weight_decay");
   o.bias_correction = as_bool(item(11), "bias_correction");
+  o.grad_scale = as_double(item(12), "grad_scale");
+  o.stochastic_rounding = as_bool(item(13), "stochastic_rounding");
+  const py::handle seed = item(14);
+  o.rounding_seed = PyLong_AsUnsignedLongLong(seed.ptr());
+  if (PyErr_Occurred()) {
+    PyErr_Clear();
+    throw py::type_error("rounding_seed must be an int in [0, 2**64), got " +
+                         std::string(py::repr(seed)));
+  }
   return o;
 }
 
@@ -234,6 +288,16 @@ struct Group {
   Options options;
   std::vector<TensorSpan<float>> f32;
   std::vector<TensorSpan<double>> f64;
+  std::vector<TensorSpan<float16, float>> f16;
+  std::vector<TensorSpan<bfloat16, float>> bf16;
+
+  template <class Fn>
+  void for_each_list(Fn&& fn) const {
+    fn(f32);
+    fn(f64);
+    fn(f16);
+    fn(bf16);
+  }
 };
 
 // A state entry the optimizer keeps in a dict, or null when the key is absent.
@@ -262,9 +326,11 @@ struct Parser {
 
   // Checks one param with its gradient and state and appends it to `out`. `grad_avg` and
   // `momentum_buffer` are looked at only when the options need them; null means absent.
+  // master_param_obj is used when want_master is true and the param is 16-bit.
   void add_tensor(Group& out, long long index, py::handle param_obj, py::handle grad_obj,
                   py::handle square_avg_obj, py::handle grad_avg_obj,
-                  py::handle momentum_buffer_obj, long long step) {
+                  py::handle momentum_buffer_obj, py::handle master_param_obj, bool want_master,
+                  long long step) {
     const Origin param_origin{Role::kParam, index};
     py::array param = checked_array(param_obj, param_origin, namer, nullptr);
     add_interval(param, param_origin);
@@ -283,34 +349,47 @@ struct Parser {
       keep_alive.push_back(a);
       return a;
     };
+    const Storage storage = storage_of(param);
     const bool need_grad_avg = out.options.centered;
     const bool need_momentum = out.options.momentum > 0.0;
+    const bool need_master = want_master && sixteen_bit(storage);
     const py::array grad = checked(grad_obj, Role::kGrad);
     const py::array square_avg = checked(square_avg_obj, Role::kSquareAvg);
     const py::array grad_avg = need_grad_avg ? checked(grad_avg_obj, Role::kGradAvg) : py::array();
     const py::array momentum_buffer =
         need_momentum ? checked(momentum_buffer_obj, Role::kMomentumBuffer) : py::array();
+    const py::array master_param =
+        need_master ? checked(master_param_obj, Role::kMasterParam) : py::array();
     if (step < 1) {
       throw py::value_error((namer.functional ? std::string("step") :
                                                 "step of " + namer(Role::kParam, index)) +
                             " must be >= 1 (the step being taken), got " + std::to_string(step));
     }
-    const auto fill = [&](auto& spans, auto type_tag) {
-      using T = decltype(type_tag);
-      TensorSpan<T> span;
-      span.param = data_of<T>(param);
-      span.grad = data_of<T>(grad);
-      span.square_avg = data_of<T>(square_avg);
-      span.grad_avg = need_grad_avg ? data_of<T>(grad_avg) : nullptr;
-      span.momentum_buffer = need_momentum ? data_of<T>(momentum_buffer) : nullptr;
+    const auto fill = [&](auto& spans) {
+      using Span = typename std::decay_t<decltype(spans)>::value_type;
+      using P = std::remove_pointer_t<decltype(Span::param)>;
+      using S = std::remove_pointer_t<decltype(Span::square_avg)>;
+      Span span;
+      span.param = data_of<P>(param);
+      span.grad = data_of<P>(grad);
+      span.square_avg = data_of<S>(square_avg);
+      span.grad_avg = need_grad_avg ? data_of<S>(grad_avg) : nullptr;
+      span.momentum_buffer = need_momentum ? data_of<S>(momentum_buffer) : nullptr;
+      span.master_param = need_master ? data_of<S>(master_param) : nullptr;
       span.size = static_cast<std::size_t>(param.size());
       span.step = step;
+      span.rounding_stream = static_cast<std::uint64_t>(index);
       spans.push_back(span);
     };
-    if (float_itemsize(param) == sizeof(float)) {
-      fill(out.f32, float{});
-    } else {
-      fill(out.f64, double{});
+    switch (storage) {
+      case Storage::kFloat32:
+        return fill(out.f32);
+      case Storage::kFloat64:
+        return fill(out.f64);
+      case Storage::kFloat16:
+        return fill(out.f16);
+      default:
+        return fill(out.bf16);
     }
   }
 
@@ -346,18 +425,35 @@ struct Parser {
 void run_groups(const std::vector<Group>& groups) {
   py::gil_scoped_release release;
   for (const Group& g : groups) {
-    if (!g.f32.empty()) step(g.options, g.f32.data(), g.f32.size());
-    if (!g.f64.empty()) step(g.options, g.f64.data(), g.f64.size());
+    g.for_each_list([&](const auto& spans) {
+      if (!spans.empty()) step(g.options, spans.data(), spans.size());
+    });
   }
 }
+
+// The AMP check: false if any gradient of any group holds an inf or NaN.
+bool all_grads_finite(const std::vector<Group>& groups) {
+  py::gil_scoped_release release;
+  bool finite = true;
+  for (const Group& g : groups) {
+    g.for_each_list([&](const auto& spans) {
+      if (finite && !spans.empty()) finite = grads_finite(spans.data(), spans.size());
+    });
+  }
+  return finite;
+}
+
+enum class StepResult : int { kApplied = 0, kStateMissing = 1, kSkippedNonfinite = 2 };
 
 // The optimizer's step: groups are the param-group dicts; grads and states (dicts with
 // "step", "square_avg", ...) are aligned with all params in group order. Params whose grad is
 // None are skipped. Each state's "step" is incremented only after every group ran.
-// Returns false, having changed nothing, when a stepped param's state lacks a buffer and
-// create_state_first is true: the caller then creates the buffers and calls again.
-bool step_optimizer(py::list groups, py::handle grads_obj, py::list states,
-                    bool create_state_first) {
+// Returns kStateMissing, having changed nothing, when a stepped param's state lacks a buffer
+// and create_state_first is true: the caller then creates the buffers and calls again. With
+// skip_if_nonfinite, returns kSkippedNonfinite, having changed nothing, if any gradient holds
+// an inf or NaN.
+int step_optimizer(py::list groups, py::handle grads_obj, py::list states,
+                   bool create_state_first, bool skip_if_nonfinite) {
   Parser parser{Namer{false}, !create_state_first, {}, {}};
   std::vector<Group> parsed;
   parsed.reserve(groups.size());
@@ -386,6 +482,8 @@ bool step_optimizer(py::list groups, py::handle grads_obj, py::list states,
       throw py::type_error("every param group needs a 'params' list");
     }
     auto params = py::reinterpret_borrow<py::list>(params_obj);
+    const py::handle master_flag = dict_item(group, key.master_weights);
+    const bool want_master = master_flag && as_bool(master_flag, "master_weights");
     const std::size_t n = params.size();
     if (offset + n > total) {
       throw py::value_error("the param groups hold more params than there are gradients");
@@ -409,9 +507,10 @@ bool step_optimizer(py::list groups, py::handle grads_obj, py::list states,
       try {
         parser.add_tensor(out, static_cast<long long>(index), params[k], grad,
                           dict_item(state, key.square_avg), dict_item(state, key.grad_avg),
-                          dict_item(state, key.momentum_buffer), step + 1);
+                          dict_item(state, key.momentum_buffer),
+                          dict_item(state, key.master_param), want_master, step + 1);
       } catch (const MissingState&) {
-        return false;
+        return static_cast<int>(StepResult::kStateMissing);
       }
       new_steps.emplace_back(state, step + 1);
     }
@@ -420,17 +519,21 @@ bool step_optimizer(py::list groups, py::handle grads_obj, py::list states,
   }
   if (offset != total) throw py::value_error("internal: param groups and grads differ in length");
   parser.check_overlaps();
+  if (skip_if_nonfinite && !all_grads_finite(parsed)) {
+    return static_cast<int>(StepResult::kSkippedNonfinite);
+  }
   run_groups(parsed);
   for (const auto& [state, step] : new_steps) {
     if (PyDict_SetItem(state.ptr(), key.step, py::int_(step).ptr()) != 0) {
       throw py::error_already_set();
     }
   }
-  return true;
+  return static_cast<int>(StepResult::kApplied);
 }
 
 void step_functional(py::tuple options, py::handle param, py::handle grad, py::handle square_avg,
-                     py::handle grad_avg, py::handle momentum_buffer, py::handle step_obj) {
+                     py::handle grad_avg, py::handle momentum_buffer, py::handle master_param,
+                     py::handle step_obj) {
   Parser parser{Namer{true}, true, {}, {}};
   std::vector<Group> parsed(1);
   parsed[0].options = options_from(options);
@@ -443,7 +546,8 @@ void step_functional(py::tuple options, py::handle param, py::handle grad, py::h
     PyErr_Clear();
     throw py::value_error("step is out of range");
   }
-  parser.add_tensor(parsed[0], 0, param, grad, square_avg, grad_avg, momentum_buffer, step);
+  parser.add_tensor(parsed[0], 0, param, grad, square_avg, grad_avg, momentum_buffer,
+                    master_param, !master_param.is_none(), step);
   parser.check_overlaps();
   run_groups(parsed);
 }
@@ -467,15 +571,16 @@ void roofline(py::array_t<float, py::array::c_style> p, py::array_t<float, py::a
 
 void bind_step(py::module_& m) {
   m.def("step_optimizer", &step_optimizer, py::arg("groups"), py::arg("grads"),
-        py::arg("states"), py::arg("create_state_first"),
+        py::arg("states"), py::arg("create_state_first"), py::arg("skip_if_nonfinite"),
         "Validate every group, then run one fused step per group with the GIL released.\n\n"
         "groups are the param-group dicts (hyper-parameters and 'params'); grads and states\n"
         "(dicts) are aligned with all params. Nothing is written unless every\n"
-        "input is valid; each stepped state's 'step' is incremented afterwards. With\n"
-        "create_state_first, returns False (changing nothing) if a state lacks a buffer.");
+        "input is valid; each stepped state's 'step' is incremented afterwards. Returns 0\n"
+        "(applied), 1 (create_state_first and a state lacks a buffer) or 2\n"
+        "(skip_if_nonfinite and a gradient is inf/NaN); nothing changes unless 0.");
   m.def("step_functional", &step_functional, py::arg("options"), py::arg("param"),
         py::arg("grad"), py::arg("square_avg"), py::arg("grad_avg"),
-        py::arg("momentum_buffer"), py::arg("step"),
+        py::arg("momentum_buffer"), py::arg("master_param"), py::arg("step"),
         "One validated fused step on one array (rmsprop.functional.rmsprop_step).");
   m.def("validate_options", &validate_options, py::arg("options"),
         "Raise ValueError/TypeError if a param group's (or an OPTION_NAMES-ordered tuple's)\n"

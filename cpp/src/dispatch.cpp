@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "kernel.hpp"
@@ -178,7 +179,7 @@ void require_non_negative(double value, const char* name) {
 }
 
 template <class T>
-Coefficients<T> coefficients_for(const Options& o, std::int64_t step) {
+Coefficients<T> coefficients_for(const Options& o, std::int64_t step, std::uint64_t stream) {
   double inv_bias_correction = 1.0;
   if (o.bias_correction) {
     const double t = static_cast<double>(std::max<std::int64_t>(step, 1));
@@ -196,13 +197,18 @@ Coefficients<T> coefficients_for(const Options& o, std::int64_t step) {
                          static_cast<T>(o.eps),
                          static_cast<T>(o.momentum),
                          static_cast<T>(in_scale),
-                         static_cast<T>(out_scale)};
+                         static_cast<T>(out_scale),
+                         static_cast<T>(o.grad_scale),
+                         detail::mix64(detail::mix64(detail::mix64(o.rounding_seed) ^ stream) ^
+                                       static_cast<std::uint64_t>(step))};
 }
 
 Variant variant_for(const Options& o) {
   Variant v;
   v.centered = o.centered;
   v.eps_in_sqrt = o.eps_in_sqrt;
+  v.unscale = o.grad_scale != 1.0;
+  v.stochastic = o.stochastic_rounding;
   if (o.momentum > 0.0) v.momentum = o.nesterov ? MomentumMode::kNesterov : MomentumMode::kHeavyBall;
   if (o.weight_decay > 0.0) {
     v.weight_decay =
@@ -214,12 +220,15 @@ Variant variant_for(const Options& o) {
 // Lays the tensors end to end, each padded to whole cache lines, and gives every thread one
 // contiguous slice of that line-aligned index space. Chunk borders therefore fall on cache-line
 // borders inside each tensor, so no two threads write the same line.
-template <class T>
+// kLine counts parameter elements; for 16-bit params their float state then spans two whole
+// lines, so borders stay line-aligned in every buffer.
+template <class Span>
 struct WorkSplit {
-  static constexpr std::size_t kLine = kCacheLineBytes / sizeof(T);
+  static constexpr std::size_t kLine =
+      kCacheLineBytes / sizeof(std::remove_pointer_t<decltype(Span::param)>);
   std::vector<std::size_t> offsets;  // padded start of each tensor; offsets.back() is the total
 
-  WorkSplit(const TensorSpan<T>* tensors, std::size_t count) : offsets(count + 1, 0) {
+  WorkSplit(const Span* tensors, std::size_t count) : offsets(count + 1, 0) {
     for (std::size_t k = 0; k < count; ++k) {
       offsets[k + 1] = offsets[k] + (tensors[k].size + kLine - 1) / kLine * kLine;
     }
@@ -249,8 +258,8 @@ int threads_for(std::size_t elements) {
 }
 
 // Runs fn(tensor_index, begin, end) over all elements, on one thread or split across several.
-template <class T, class Fn>
-void run_split(const TensorSpan<T>* tensors, std::size_t count, Fn&& fn) {
+template <class Span, class Fn>
+void run_split(const Span* tensors, std::size_t count, Fn&& fn) {
   std::size_t elements = 0;
   for (std::size_t k = 0; k < count; ++k) elements += tensors[k].size;
   const int threads = threads_for(elements);
@@ -258,7 +267,7 @@ void run_split(const TensorSpan<T>* tensors, std::size_t count, Fn&& fn) {
     for (std::size_t k = 0; k < count; ++k) fn(k, std::size_t{0}, tensors[k].size);
     return;
   }
-  const WorkSplit<T> split(tensors, count);
+  const WorkSplit<Span> split(tensors, count);
   const auto clipped = [&](std::size_t k, std::size_t b, std::size_t e) {
     e = std::min(e, tensors[k].size);
     if (b < e) fn(k, b, e);
@@ -271,11 +280,13 @@ void run_split(const TensorSpan<T>* tensors, std::size_t count, Fn&& fn) {
 #endif
 }
 
-template <class T>
-void step_impl(const Options& options, const TensorSpan<T>* tensors, std::size_t count) {
+template <class P>
+void step_impl(const Options& options, const TensorSpan<P, detail::StateT<P>>* tensors,
+               std::size_t count) {
+  using T = detail::StateT<P>;
   validate(options);
   for (std::size_t k = 0; k < count; ++k) {
-    const TensorSpan<T>& t = tensors[k];
+    const auto& t = tensors[k];
     if (t.size == 0) continue;
     const auto tensor = [k] { return "tensor " + std::to_string(k); };
     require(t.param && t.grad && t.square_avg,
@@ -286,27 +297,34 @@ void step_impl(const Options& options, const TensorSpan<T>* tensors, std::size_t
             [&] { return tensor() + ": momentum > 0 needs a momentum_buffer"; });
   }
   const Variant variant = variant_for(options);
-  // Coefficients differ between tensors only through the step count (bias correction).
+  // Coefficients differ between tensors only through the step count (bias correction) and the
+  // tensor's stochastic-rounding stream.
+  const bool per_tensor =
+      options.bias_correction || (options.stochastic_rounding && std::is_same_v<P, bfloat16>);
   std::vector<Coefficients<T>> coefficients;
-  coefficients.reserve(options.bias_correction ? count : 1);
-  if (options.bias_correction) {
+  coefficients.reserve(per_tensor ? count : 1);
+  if (per_tensor) {
     for (std::size_t k = 0; k < count; ++k) {
-      coefficients.push_back(coefficients_for<T>(options, tensors[k].step));
+      coefficients.push_back(
+          coefficients_for<T>(options, tensors[k].step, tensors[k].rounding_stream));
     }
   } else {
-    coefficients.push_back(coefficients_for<T>(options, 1));
+    coefficients.push_back(coefficients_for<T>(options, 1, 0));
   }
-  const KernelTable table = table_for(active_isa());
-  detail::UpdateRangeFn<T> kernel;
-  if constexpr (sizeof(T) == 4) {
-    kernel = table.update_f32;
-  } else {
-    kernel = table.update_f64;
-  }
-  const bool per_tensor = options.bias_correction;
+  const detail::UpdateRangeFn<P> kernel = table_for(active_isa()).update<P>();
   run_split(tensors, count, [&](std::size_t k, std::size_t b, std::size_t e) {
     kernel(variant, coefficients[per_tensor ? k : 0], tensors[k], b, e);
   });
+}
+
+template <class P>
+bool grads_finite_impl(const TensorSpan<P, detail::StateT<P>>* tensors, std::size_t count) {
+  const detail::FiniteRangeFn<P> finite = table_for(active_isa()).finite<P>();
+  std::atomic<bool> all_finite{true};
+  run_split(tensors, count, [&](std::size_t k, std::size_t b, std::size_t e) {
+    if (!finite(tensors[k].grad, b, e)) all_finite.store(false, std::memory_order_relaxed);
+  });
+  return all_finite.load();
 }
 
 }  // namespace
@@ -326,14 +344,34 @@ void validate(const Options& o) {
   require(!o.bias_correction || o.alpha < 1.0, [] {
     return std::string("bias_correction=True requires alpha < 1 (1 - alpha^t would be 0)");
   });
+  require(std::isfinite(o.grad_scale) && o.grad_scale > 0.0,
+          [&] { return "grad_scale must be a finite number > 0, got " + number(o.grad_scale); });
 }
 
 void step(const Options& options, const TensorSpan<float>* tensors, std::size_t count) {
-  step_impl(options, tensors, count);
+  step_impl<float>(options, tensors, count);
+}
+void step(const Options& options, const TensorSpan<double>* tensors, std::size_t count) {
+  step_impl<double>(options, tensors, count);
+}
+void step(const Options& options, const TensorSpan<float16, float>* tensors, std::size_t count) {
+  step_impl<float16>(options, tensors, count);
+}
+void step(const Options& options, const TensorSpan<bfloat16, float>* tensors, std::size_t count) {
+  step_impl<bfloat16>(options, tensors, count);
 }
 
-void step(const Options& options, const TensorSpan<double>* tensors, std::size_t count) {
-  step_impl(options, tensors, count);
+bool grads_finite(const TensorSpan<float>* tensors, std::size_t count) {
+  return grads_finite_impl<float>(tensors, count);
+}
+bool grads_finite(const TensorSpan<double>* tensors, std::size_t count) {
+  return grads_finite_impl<double>(tensors, count);
+}
+bool grads_finite(const TensorSpan<float16, float>* tensors, std::size_t count) {
+  return grads_finite_impl<float16>(tensors, count);
+}
+bool grads_finite(const TensorSpan<bfloat16, float>* tensors, std::size_t count) {
+  return grads_finite_impl<bfloat16>(tensors, count);
 }
 
 std::string isa_name(Isa isa) {
@@ -422,7 +460,11 @@ void set_num_threads(int threads) {
 std::size_t parallel_grain() { return kParallelGrainElements; }
 
 void roofline_pass(float* p, const float* g, float* v, std::size_t size) {
-  const TensorSpan<float> whole{p, g, v, nullptr, nullptr, size, 1};
+  TensorSpan<float> whole;
+  whole.param = p;
+  whole.grad = g;
+  whole.square_avg = v;
+  whole.size = size;
   const auto kernel = table_for(active_isa()).roofline;
   run_split(&whole, 1, [&](std::size_t, std::size_t b, std::size_t e) { kernel(p, g, v, b, e); });
 }

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 
 #include "rmsprop/rmsprop.hpp"
 
@@ -20,6 +21,8 @@ struct Variant {
   MomentumMode momentum = MomentumMode::kNone;
   WeightDecayMode weight_decay = WeightDecayMode::kNone;
   bool eps_in_sqrt = false;
+  bool unscale = false;     // divide gradients by grad_scale (always done for 16-bit params)
+  bool stochastic = false;  // bfloat16 params: stochastic rounding of the stored result
 };
 
 // Scalars derived in double and rounded once to T (SPEC §2). Choices that can be expressed as an
@@ -39,19 +42,74 @@ struct Coefficients {
   T momentum;
   T momentum_in_scale;    // lr when lr_in_momentum, else 1
   T momentum_out_scale;   // 1 when lr_in_momentum, else lr
+  T grad_scale;
+  std::uint64_t rounding_key;  // per tensor and step: seeds the stochastic-rounding noise
 };
 
-template <class T>
-using UpdateRangeFn = void (*)(const Variant& variant, const Coefficients<T>& coefficients,
-                               const TensorSpan<T>& tensor, std::size_t begin, std::size_t end);
+// Compute (and state) type for a storage type: 16-bit params are updated in float.
+template <class P>
+struct StateOf {
+  using type = P;
+};
+template <>
+struct StateOf<float16> {
+  using type = float;
+};
+template <>
+struct StateOf<bfloat16> {
+  using type = float;
+};
+template <class P>
+using StateT = typename StateOf<P>::type;
+
+template <class P>
+using UpdateRangeFn = void (*)(const Variant& variant, const Coefficients<StateT<P>>& coefficients,
+                               const TensorSpan<P, StateT<P>>& tensor, std::size_t begin,
+                               std::size_t end);
+template <class P>
+using FiniteRangeFn = bool (*)(const P* grad, std::size_t begin, std::size_t end);
 using RooflineRangeFn = void (*)(float* p, const float* g, float* v, std::size_t begin,
                                  std::size_t end);
 
 struct KernelTable {
   UpdateRangeFn<float> update_f32;
   UpdateRangeFn<double> update_f64;
+  UpdateRangeFn<float16> update_f16;
+  UpdateRangeFn<bfloat16> update_bf16;
+  FiniteRangeFn<float> finite_f32;
+  FiniteRangeFn<double> finite_f64;
+  FiniteRangeFn<float16> finite_f16;
+  FiniteRangeFn<bfloat16> finite_bf16;
   RooflineRangeFn roofline;
+
+  template <class P>
+  UpdateRangeFn<P> update() const;
+  template <class P>
+  FiniteRangeFn<P> finite() const;
 };
+
+template <> inline UpdateRangeFn<float> KernelTable::update<float>() const { return update_f32; }
+template <> inline UpdateRangeFn<double> KernelTable::update<double>() const { return update_f64; }
+template <> inline UpdateRangeFn<float16> KernelTable::update<float16>() const { return update_f16; }
+template <> inline UpdateRangeFn<bfloat16> KernelTable::update<bfloat16>() const {
+  return update_bf16;
+}
+template <> inline FiniteRangeFn<float> KernelTable::finite<float>() const { return finite_f32; }
+template <> inline FiniteRangeFn<double> KernelTable::finite<double>() const { return finite_f64; }
+template <> inline FiniteRangeFn<float16> KernelTable::finite<float16>() const { return finite_f16; }
+template <> inline FiniteRangeFn<bfloat16> KernelTable::finite<bfloat16>() const {
+  return finite_bf16;
+}
+
+// Noise for stochastic rounding of element `index`: a counter-based hash (splitmix64's
+// finalizer), so the noise depends only on (seed, tensor, step, index), never on the ISA, the
+// thread split or the order of work.
+// Internal linkage (static): an inline function shared by ISA objects must not be merged.
+static inline std::uint64_t mix64(std::uint64_t z) {
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
 
 // One entry point per ISA translation unit; everything else there has internal linkage.
 namespace baseline {

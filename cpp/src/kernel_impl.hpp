@@ -5,6 +5,10 @@
 // Must not contain threading, allocation or validation: it is a pure single-threaded pass.
 #pragma once
 
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+
 #include "kernel.hpp"
 #include "simd.hpp"
 
@@ -16,7 +20,7 @@ namespace {
 template <class V, class T>
 struct Broadcast {
   V grad_sign, lr, weight_decay, lr_weight_decay, alpha, one_minus_alpha, inv_bias_correction,
-      eps, momentum, momentum_in_scale, momentum_out_scale;
+      eps, momentum, momentum_in_scale, momentum_out_scale, grad_scale;
   explicit Broadcast(const Coefficients<T>& c)
       : grad_sign(V::broadcast(c.grad_sign)),
         lr(V::broadcast(c.lr)),
@@ -28,16 +32,29 @@ struct Broadcast {
         eps(V::broadcast(c.eps)),
         momentum(V::broadcast(c.momentum)),
         momentum_in_scale(V::broadcast(c.momentum_in_scale)),
-        momentum_out_scale(V::broadcast(c.momentum_out_scale)) {}
+        momentum_out_scale(V::broadcast(c.momentum_out_scale)),
+        grad_scale(V::broadcast(c.grad_scale)) {}
 };
+
+template <class P>
+constexpr bool kSixteenBit = sizeof(P) == 2;
 
 // One step on V::kLanes elements starting at index i. The operation order here IS the rounding
 // contract: Wide and Scalar run exactly this sequence, so body and tail agree bit for bit.
+// `noise` is null unless the result is stored with stochastic rounding.
 template <bool kCentered, MomentumMode kMomentum, WeightDecayMode kWeightDecay, bool kEpsInSqrt,
-          class V, class T>
-inline void update_lanes(const Broadcast<V, T>& c, const TensorSpan<T>& t, std::size_t i) {
-  V g = V::load(t.grad + i) * c.grad_sign;
-  V p = V::load(t.param + i);
+          bool kUnscale, class V, class P, class T>
+inline void update_lanes(const Broadcast<V, T>& c, const TensorSpan<P, T>& t, std::size_t i,
+                         const std::uint32_t* noise) {
+  V g = load_lanes(Tag<V>{}, t.grad + i);
+  if constexpr (kUnscale) g = g / c.grad_scale;
+  g = g * c.grad_sign;
+  V p;
+  if constexpr (kSixteenBit<P>) {
+    p = t.master_param ? V::load(t.master_param + i) : load_lanes(Tag<V>{}, t.param + i);
+  } else {
+    p = V::load(t.param + i);
+  }
   if constexpr (kWeightDecay == WeightDecayMode::kDecoupled) {
     p = p - c.lr_weight_decay * p;
   } else if constexpr (kWeightDecay == WeightDecayMode::kCoupled) {
@@ -74,74 +91,129 @@ inline void update_lanes(const Broadcast<V, T>& c, const TensorSpan<T>& t, std::
       p = p - c.momentum_out_scale * m;
     }
   }
-  p.store(t.param + i);
+  if constexpr (kSixteenBit<P>) {
+    if (t.master_param) p.store(t.master_param + i);
+    if constexpr (std::is_same_v<P, bfloat16>) {
+      if (noise) return store_lanes_stochastic(p, t.param + i, noise);
+    }
+  }
+  store_lanes(p, t.param + i);
 }
 
-template <class T, bool kCentered, MomentumMode kMomentum, WeightDecayMode kWeightDecay,
-          bool kEpsInSqrt>
-void update_range(const Coefficients<T>& coefficients, const TensorSpan<T>& tensor,
-                  std::size_t begin, std::size_t end) {
+template <std::size_t kLanes>
+inline void fill_noise(std::uint64_t key, std::size_t i, std::uint32_t* noise) {
+  for (std::size_t k = 0; k < kLanes; ++k) {
+    noise[k] = static_cast<std::uint32_t>(mix64(key + (i + k) * 0x9E3779B97F4A7C15ull));
+  }
+}
+
+template <class P, bool kCentered, MomentumMode kMomentum, WeightDecayMode kWeightDecay,
+          bool kEpsInSqrt, bool kUnscale>
+void update_range(const Variant& variant, const Coefficients<StateT<P>>& coefficients,
+                  const TensorSpan<P, StateT<P>>& tensor, std::size_t begin, std::size_t end) {
+  using T = StateT<P>;
   using W = Wide<T>;
   using S = Scalar<T>;
   const Broadcast<W, T> wide(coefficients);
+  const bool stochastic = std::is_same_v<P, bfloat16> && variant.stochastic;
+  alignas(64) std::uint32_t noise[W::kLanes];
   std::size_t i = begin;
   for (; i + W::kLanes <= end; i += W::kLanes) {
-    update_lanes<kCentered, kMomentum, kWeightDecay, kEpsInSqrt>(wide, tensor, i);
+    if (stochastic) fill_noise<W::kLanes>(coefficients.rounding_key, i, noise);
+    update_lanes<kCentered, kMomentum, kWeightDecay, kEpsInSqrt, kUnscale>(
+        wide, tensor, i, stochastic ? noise : nullptr);
   }
   if (i < end) {
     const Broadcast<S, T> scalar(coefficients);
     for (; i < end; ++i) {
-      update_lanes<kCentered, kMomentum, kWeightDecay, kEpsInSqrt>(scalar, tensor, i);
+      if (stochastic) fill_noise<1>(coefficients.rounding_key, i, noise);
+      update_lanes<kCentered, kMomentum, kWeightDecay, kEpsInSqrt, kUnscale>(
+          scalar, tensor, i, stochastic ? noise : nullptr);
     }
   }
 }
 
 // Turns the run-time Variant into template arguments, one level per choice, so the branch is
-// taken once per call and never inside the loop.
-template <class T, bool kCentered, MomentumMode kMomentum, WeightDecayMode kWeightDecay>
-void select_eps(const Variant& v, const Coefficients<T>& c, const TensorSpan<T>& t,
-                std::size_t b, std::size_t e) {
-  if (v.eps_in_sqrt) {
-    update_range<T, kCentered, kMomentum, kWeightDecay, true>(c, t, b, e);
+// taken once per call and never inside the loop. 16-bit params always divide by grad_scale
+// (dividing by 1 is exact): one instantiation fewer per variant where speed matters less.
+#define RMSPROP_FORWARD v, c, t, b, e
+#define RMSPROP_PARAMS                                                                       \
+  const Variant &v, const Coefficients<StateT<P>>&c, const TensorSpan<P, StateT<P>>&t,       \
+      std::size_t b, std::size_t e
+
+template <class P, bool kCentered, MomentumMode kMomentum, WeightDecayMode kWeightDecay,
+          bool kEpsInSqrt>
+void select_unscale(RMSPROP_PARAMS) {
+  if (kSixteenBit<P> || v.unscale) {
+    update_range<P, kCentered, kMomentum, kWeightDecay, kEpsInSqrt, true>(RMSPROP_FORWARD);
   } else {
-    update_range<T, kCentered, kMomentum, kWeightDecay, false>(c, t, b, e);
+    update_range<P, kCentered, kMomentum, kWeightDecay, kEpsInSqrt, false>(RMSPROP_FORWARD);
   }
 }
 
-template <class T, bool kCentered, MomentumMode kMomentum>
-void select_weight_decay(const Variant& v, const Coefficients<T>& c, const TensorSpan<T>& t,
-                         std::size_t b, std::size_t e) {
+template <class P, bool kCentered, MomentumMode kMomentum, WeightDecayMode kWeightDecay>
+void select_eps(RMSPROP_PARAMS) {
+  if (v.eps_in_sqrt) {
+    select_unscale<P, kCentered, kMomentum, kWeightDecay, true>(RMSPROP_FORWARD);
+  } else {
+    select_unscale<P, kCentered, kMomentum, kWeightDecay, false>(RMSPROP_FORWARD);
+  }
+}
+
+template <class P, bool kCentered, MomentumMode kMomentum>
+void select_weight_decay(RMSPROP_PARAMS) {
   switch (v.weight_decay) {
     case WeightDecayMode::kNone:
-      return select_eps<T, kCentered, kMomentum, WeightDecayMode::kNone>(v, c, t, b, e);
+      return select_eps<P, kCentered, kMomentum, WeightDecayMode::kNone>(RMSPROP_FORWARD);
     case WeightDecayMode::kCoupled:
-      return select_eps<T, kCentered, kMomentum, WeightDecayMode::kCoupled>(v, c, t, b, e);
+      return select_eps<P, kCentered, kMomentum, WeightDecayMode::kCoupled>(RMSPROP_FORWARD);
     case WeightDecayMode::kDecoupled:
-      return select_eps<T, kCentered, kMomentum, WeightDecayMode::kDecoupled>(v, c, t, b, e);
+      return select_eps<P, kCentered, kMomentum, WeightDecayMode::kDecoupled>(RMSPROP_FORWARD);
   }
 }
 
-template <class T, bool kCentered>
-void select_momentum(const Variant& v, const Coefficients<T>& c, const TensorSpan<T>& t,
-                     std::size_t b, std::size_t e) {
+template <class P, bool kCentered>
+void select_momentum(RMSPROP_PARAMS) {
   switch (v.momentum) {
     case MomentumMode::kNone:
-      return select_weight_decay<T, kCentered, MomentumMode::kNone>(v, c, t, b, e);
+      return select_weight_decay<P, kCentered, MomentumMode::kNone>(RMSPROP_FORWARD);
     case MomentumMode::kHeavyBall:
-      return select_weight_decay<T, kCentered, MomentumMode::kHeavyBall>(v, c, t, b, e);
+      return select_weight_decay<P, kCentered, MomentumMode::kHeavyBall>(RMSPROP_FORWARD);
     case MomentumMode::kNesterov:
-      return select_weight_decay<T, kCentered, MomentumMode::kNesterov>(v, c, t, b, e);
+      return select_weight_decay<P, kCentered, MomentumMode::kNesterov>(RMSPROP_FORWARD);
   }
 }
 
-template <class T>
-void update(const Variant& v, const Coefficients<T>& c, const TensorSpan<T>& t, std::size_t b,
-            std::size_t e) {
+template <class P>
+void update(RMSPROP_PARAMS) {
   if (v.centered) {
-    select_momentum<T, true>(v, c, t, b, e);
+    select_momentum<P, true>(RMSPROP_FORWARD);
   } else {
-    select_momentum<T, false>(v, c, t, b, e);
+    select_momentum<P, false>(RMSPROP_FORWARD);
   }
+}
+
+#undef RMSPROP_PARAMS
+#undef RMSPROP_FORWARD
+
+// Any element with an all-ones exponent (inf or NaN)? Integer compares only, so the compiler
+// vectorizes it and no floating-point flag is raised.
+template <class P>
+bool finite_range(const P* grad, std::size_t begin, std::size_t end) {
+  using Bits = std::conditional_t<sizeof(P) == 8, std::uint64_t,
+                                  std::conditional_t<sizeof(P) == 4, std::uint32_t,
+                                                     std::uint16_t>>;
+  constexpr auto kExponent = static_cast<Bits>(sizeof(P) == 8   ? 0x7FF0000000000000ull
+                                               : sizeof(P) == 4 ? 0x7F800000ull
+                                               : std::is_same_v<P, float16> ? 0x7C00ull
+                                                                            : 0x7F80ull);
+  bool any_special = false;
+  for (std::size_t i = begin; i < end; ++i) {
+    Bits bits;
+    std::memcpy(&bits, grad + i, sizeof bits);
+    any_special |= (bits & kExponent) == kExponent;
+  }
+  return !any_special;
 }
 
 // Same traffic as the plain step (read p, g, v; write p, v) with one add and one multiply per
@@ -163,7 +235,11 @@ void roofline(float* p, const float* g, float* v, std::size_t begin, std::size_t
 
 }  // namespace
 
-KernelTable kernel_table() { return {&update<float>, &update<double>, &roofline}; }
+KernelTable kernel_table() {
+  return {&update<float>,        &update<double>,       &update<float16>,
+          &update<bfloat16>,     &finite_range<float>,  &finite_range<double>,
+          &finite_range<float16>, &finite_range<bfloat16>, &roofline};
+}
 
 }  // namespace RMSPROP_ISA_NS
 }  // namespace detail

@@ -25,6 +25,9 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "nesterov": False,
     "decoupled_weight_decay": False,
     "bias_correction": False,
+    "grad_scale": 1.0,
+    "stochastic_rounding": False,
+    "rounding_seed": 0,
 }
 
 
@@ -35,6 +38,7 @@ def rmsprop_step(
     *,
     momentum_buffer: np.ndarray | None = None,
     grad_avg: np.ndarray | None = None,
+    master_param: np.ndarray | None = None,
     step: int = 1,
     lr: float = 1e-2,
     alpha: float = 0.99,
@@ -48,13 +52,17 @@ def rmsprop_step(
     nesterov: bool = False,
     decoupled_weight_decay: bool = False,
     bias_correction: bool = False,
+    grad_scale: float = 1.0,
+    stochastic_rounding: bool = False,
+    rounding_seed: int = 0,
 ) -> None:
     """One fused RMSProp step on one array, in place.
 
     ``param``, ``square_avg`` and the optional buffers are updated in place; ``grad`` is only
-    read. All must be C-contiguous float32 or float64 arrays of one shape and dtype; state
-    buffers must be writeable and start at 0 (``square_avg`` may start at another value, as
-    TF1's 1.0). The formulas and option meanings are SPEC §2 / the README table; by default the
+    read. All are C-contiguous arrays of one shape. param and grad are float32, float64,
+    float16 or ``ml_dtypes.bfloat16`` (the same dtype); the state has the param's dtype, or
+    float32 for 16-bit params. State buffers start at 0 (``square_avg`` may start at another
+    value, as TF1's 1.0). The formulas and option meanings are SPEC §2 / the README table; by default the
     result equals ``torch.optim.RMSprop`` (ε added after the square root).
 
     Args:
@@ -63,6 +71,8 @@ def rmsprop_step(
         square_avg: running average of squared gradients, updated in place.
         momentum_buffer: required when ``momentum > 0``.
         grad_avg: required when ``centered``.
+        master_param: optional float32 copy of a 16-bit param: the step reads and updates it
+            and writes its rounded value into ``param``, so small updates are not lost.
         step: the step number t being taken (1 on the first); used by ``bias_correction``.
         lr, alpha, eps, weight_decay, momentum, centered, maximize: as in torch.
         eps_in_sqrt: ε inside the square root, ``sqrt(v + ε)`` (Keras, TF, optax).
@@ -72,6 +82,10 @@ def rmsprop_step(
         decoupled_weight_decay: ``p -= lr * weight_decay * p`` (Keras 3) instead of adding
             ``weight_decay * p`` to the gradient (torch).
         bias_correction: divide the averages by ``1 - alpha**step`` (optax option).
+        grad_scale: the gradient is divided by it first (an AMP loss scale).
+        stochastic_rounding: bfloat16 params are rounded stochastically (noise from
+            ``rounding_seed``, the step and the element index: deterministic), not to nearest.
+        rounding_seed: seed of that noise.
 
     Raises:
         TypeError: an argument has the wrong type or dtype.
@@ -99,5 +113,10 @@ def rmsprop_step(
         nesterov,
         decoupled_weight_decay,
         bias_correction,
+        grad_scale,
+        stochastic_rounding,
+        rounding_seed,
     )
-    _core.step_functional(options, param, grad, square_avg, grad_avg, momentum_buffer, step)
+    _core.step_functional(
+        options, param, grad, square_avg, grad_avg, momentum_buffer, master_param, step
+    )

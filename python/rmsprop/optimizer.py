@@ -14,8 +14,10 @@ from .functional import DEFAULT_OPTIONS, OPTION_NAMES
 
 __all__ = ["PRESETS", "RMSprop"]
 
+# What _core.step_optimizer reports.
+_APPLIED, _STATE_MISSING, _SKIPPED_NONFINITE = 0, 1, 2
 _STATE_ALIGNMENT = 64  # bytes: one cache line, the unit the threads split work by
-_STATE_KEYS = ("square_avg", "momentum_buffer", "grad_avg")
+_STATE_KEYS = ("square_avg", "momentum_buffer", "grad_avg", "master_param")
 
 
 class _Required:
@@ -58,7 +60,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     "seed": {"lr": 1e-3, "alpha": 0.9, "eps": 1e-8, "eps_in_sqrt": True},
 }
 
-_GROUP_DEFAULTS: dict[str, Any] = {**DEFAULT_OPTIONS, "initial_square_avg": 0.0}
+_GROUP_DEFAULTS: dict[str, Any] = {
+    **DEFAULT_OPTIONS,
+    "initial_square_avg": 0.0,
+    "master_weights": False,
+}
 
 
 def _resolve_defaults(preset: str | None, explicit: Mapping[str, Any]) -> dict[str, Any]:
@@ -84,16 +90,17 @@ def _check_group_options(group: Mapping[str, Any], where: str) -> None:
         raise ValueError(f"{where}: initial_square_avg must be a finite number >= 0, got {initial}")
 
 
-def _aligned_full(like: np.ndarray, fill: float) -> np.ndarray:
+def _aligned_full(like: np.ndarray, fill: float, dtype: Any = None) -> np.ndarray:
     """A state buffer shaped like ``like``, cache-line aligned, filled with ``fill``.
 
     Allocated through NumPy so that large buffers get the transparent huge pages NumPy asks
     for, like the user's own arrays.
     """
-    nbytes = like.size * like.itemsize
+    dtype = np.dtype(like.dtype if dtype is None else dtype)
+    nbytes = like.size * dtype.itemsize
     raw = np.zeros(nbytes + _STATE_ALIGNMENT, dtype=np.uint8)
     offset = -raw.__array_interface__["data"][0] % _STATE_ALIGNMENT
-    buffer = raw[offset : offset + nbytes].view(like.dtype).reshape(like.shape)
+    buffer = raw[offset : offset + nbytes].view(dtype).reshape(like.shape)
     if fill != 0.0:
         buffer.fill(fill)
     return buffer
@@ -105,8 +112,20 @@ def _aligned_copy(array: np.ndarray) -> np.ndarray:
     return out
 
 
+def _is_sixteen_bit(dtype: np.dtype) -> bool:
+    return dtype.itemsize == 2 and (dtype.kind == "f" or dtype.name == "bfloat16")
+
+
 def _is_float_array(obj: Any) -> bool:
-    return isinstance(obj, np.ndarray) and obj.dtype.kind == "f"
+    """float32/float64/float16 or ml_dtypes.bfloat16: what the core accepts as a param."""
+    return isinstance(obj, np.ndarray) and (
+        (obj.dtype.kind == "f" and obj.dtype.itemsize in (2, 4, 8)) or _is_sixteen_bit(obj.dtype)
+    )
+
+
+def _state_dtype(param: np.ndarray) -> np.dtype:
+    """Float32 state for 16-bit params (their math runs in float32), else the param's dtype."""
+    return np.dtype(np.float32) if _is_sixteen_bit(param.dtype) else param.dtype
 
 
 class RMSprop:
@@ -136,6 +155,15 @@ class RMSprop:
         decoupled_weight_decay: ``p -= η·λ·p`` before the update (Keras 3, AdamW style).
         bias_correction: divide the averages by ``1 - α^t`` (optax's option).
         initial_square_avg: starting value of ``square_avg`` (TF1 uses 1.0).
+        grad_scale: gradients are divided by it in the same pass (an AMP loss scale; edit it
+            in ``param_groups`` as the scale changes).
+        master_weights: for float16/bfloat16 params, keep a float32 copy in the state
+            (``"master_param"``), update it, and write its rounded value into the param.
+        stochastic_rounding: round bfloat16 params stochastically (deterministic for a
+            ``rounding_seed``), so updates smaller than half an ulp are not always lost.
+        rounding_seed: seed of the stochastic-rounding noise.
+        skip_if_nonfinite: if any gradient of a step holds inf or NaN, skip the whole step
+            (nothing changes) and have ``step()`` return False; it returns True otherwise.
         preset: ``"torch"``, ``"keras"``, ``"tf1"``, ``"optax"`` or ``"seed"``.
 
     Attributes:
@@ -172,6 +200,11 @@ class RMSprop:
         decoupled_weight_decay: bool = _UNSET,
         bias_correction: bool = _UNSET,
         initial_square_avg: float = _UNSET,
+        grad_scale: float = _UNSET,
+        master_weights: bool = _UNSET,
+        stochastic_rounding: bool = _UNSET,
+        rounding_seed: int = _UNSET,
+        skip_if_nonfinite: bool = False,
         preset: str | None = None,
     ) -> None:
         given = {
@@ -188,10 +221,15 @@ class RMSprop:
             "decoupled_weight_decay": decoupled_weight_decay,
             "bias_correction": bias_correction,
             "initial_square_avg": initial_square_avg,
+            "grad_scale": grad_scale,
+            "master_weights": master_weights,
+            "stochastic_rounding": stochastic_rounding,
+            "rounding_seed": rounding_seed,
         }
         explicit = {name: value for name, value in given.items() if value is not _UNSET}
         self.defaults: dict[str, Any] = _resolve_defaults(preset, explicit)
         self.preset = preset
+        self.skip_if_nonfinite = bool(skip_if_nonfinite)
         self.param_groups: list[dict[str, Any]] = []
         self.state: list[dict[str, Any]] = []
         self._lock = threading.Lock()
@@ -232,7 +270,8 @@ class RMSprop:
             if not _is_float_array(p):
                 kind = p.dtype if isinstance(p, np.ndarray) else type(p).__name__
                 raise TypeError(
-                    f"{where}: params[{k}] must be a float32 or float64 numpy.ndarray, got {kind}"
+                    f"{where}: params[{k}] must be a float32, float64, float16 or "
+                    f"ml_dtypes.bfloat16 numpy.ndarray, got {kind}"
                 )
             if id(p) in seen:
                 raise ValueError(f"{where}: params[{k}] appears more than once in the optimizer")
@@ -258,6 +297,8 @@ class RMSprop:
                 keys.append("momentum_buffer")
             if group["centered"]:
                 keys.append("grad_avg")
+            if group["master_weights"]:
+                keys.append("master_param")
             for offset, param in enumerate(params):
                 state = self.state[start + offset]
                 # A param that is not a float array gets nothing: the core then reports the
@@ -265,16 +306,25 @@ class RMSprop:
                 if grads[start + offset] is None or not _is_float_array(param):
                     continue
                 for key in ("step", *keys):
-                    if state.get(key) is None:
+                    if state.get(key) is not None:
+                        continue
+                    if key == "step":
+                        state[key] = 0
+                    elif key == "master_param":
+                        if not _is_sixteen_bit(param.dtype):
+                            continue  # float32/float64 params are their own master copy
+                        state[key] = _aligned_full(param, 0.0, np.float32)
+                        np.copyto(state[key], param.astype(np.float32))
+                    else:
                         fill = group["initial_square_avg"] if key == "square_avg" else 0.0
-                        state[key] = 0 if key == "step" else _aligned_full(param, fill)
-                        created.append((state, key))
+                        state[key] = _aligned_full(param, fill, _state_dtype(param))
+                    created.append((state, key))
             start += len(params)
         return created
 
     # ------------------------------------------------------------------ the step
 
-    def step(self, grads: Sequence[np.ndarray | None]) -> None:
+    def step(self, grads: Sequence[np.ndarray | None]) -> bool | None:
         """Update every param in place from its gradient.
 
         Args:
@@ -285,23 +335,35 @@ class RMSprop:
             TypeError, ValueError: an input is refused. Nothing (params, state, step counts) is
                 modified when any input of the step is refused.
 
+        Returns:
+            None; with ``skip_if_nonfinite``, True if the step was applied and False if it was
+            skipped because a gradient held inf or NaN (then nothing changed).
+
         The optimizer is locked while stepping: concurrent calls from several threads run one
         after the other.
         """
         if type(grads) is not list and not isinstance(grads, (tuple, np.ndarray)):
             grads = list(grads)  # any other iterable; the core refuses a lone ndarray
         groups = self.param_groups
+        skip = self.skip_if_nonfinite
         with self._lock:
-            if _core.step_optimizer(groups, grads, self.state, True):
-                return
-            # Some param is stepped for the first time (or an option now needs a new buffer).
-            created = self._create_missing_state(grads)
-            try:
-                _core.step_optimizer(groups, grads, self.state, False)
-            except BaseException:
-                for state, key in created:
-                    del state[key]
-                raise
+            result = _core.step_optimizer(groups, grads, self.state, True, skip)
+            if result == _STATE_MISSING:
+                # A param is stepped for the first time (or an option now needs a new buffer).
+                created = self._create_missing_state(grads)
+                try:
+                    result = _core.step_optimizer(groups, grads, self.state, False, skip)
+                except BaseException:
+                    self._remove(created)
+                    raise
+                if result == _SKIPPED_NONFINITE:
+                    self._remove(created)
+        return result == _APPLIED if skip else None
+
+    @staticmethod
+    def _remove(created: list[tuple[dict[str, Any], str]]) -> None:
+        for state, key in created:
+            del state[key]
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -415,6 +477,8 @@ class RMSprop:
             required.append("momentum_buffer")
         if group["centered"]:
             required.append("grad_avg")
+        if group["master_weights"] and _is_sixteen_bit(param.dtype):
+            required.append("master_param")
         missing = [key for key in required if key not in entry]
         if missing:
             raise ValueError(
@@ -431,9 +495,10 @@ class RMSprop:
                 raise TypeError(
                     f"{where}['{key}'] must be a numpy.ndarray, got {type(value).__name__}"
                 )
-            if value.dtype != param.dtype:
+            if value.dtype != _state_dtype(param):
                 raise TypeError(
-                    f"{where}['{key}'] has dtype {value.dtype}, the param has {param.dtype}"
+                    f"{where}['{key}'] has dtype {value.dtype}; the state of this "
+                    f"{param.dtype} param is {_state_dtype(param)}"
                 )
             if value.shape != param.shape:
                 raise ValueError(
@@ -462,7 +527,7 @@ class RMSprop:
         lines = [f"{type(self).__name__} ("]
         for k, group in enumerate(self.param_groups):
             lines.append(f"Parameter Group {k}")
-            for key in (*OPTION_NAMES, "initial_square_avg"):
+            for key in (*OPTION_NAMES, "initial_square_avg", "master_weights"):
                 lines.append(f"    {key}: {group[key]}")
         lines.append(")")
         return "\n".join(lines)

@@ -23,25 +23,41 @@ struct Options {
   bool nesterov = false;                // applied step u + mu*m_new (needs momentum > 0)
   bool decoupled_weight_decay = false;  // p <- p - lr*wd*p instead of g <- g + wd*p
   bool bias_correction = false;         // divide v and grad_avg by (1 - alpha^t)
+  double grad_scale = 1.0;              // gradients are divided by it (AMP loss scale)
+  bool stochastic_rounding = false;     // bfloat16 params: round stochastically, not to nearest
+  std::uint64_t rounding_seed = 0;      // with the tensor's rounding_stream and step, the noise
+};
+
+// 16-bit parameter storage: the raw IEEE binary16 / bfloat16 bits. Math runs in float32.
+struct float16 {
+  std::uint16_t bits;
+};
+struct bfloat16 {
+  std::uint16_t bits;
 };
 
 // Throws std::invalid_argument naming the offending field when a value is non-finite or out of
 // range, so every host gets the same refusals as the Python API.
 void validate(const Options& options);
 
-// One parameter tensor and its state, all of `size` contiguous elements of the same type.
+// One parameter tensor and its state, all of `size` contiguous elements. P is the storage type
+// of param and grad; S (float for 16-bit params, else P) that of the state.
 // grad_avg is required when centered, momentum_buffer when momentum > 0; both ignored otherwise.
-// `step` is the step number t being taken (1 on the first step); it only matters for
-// bias_correction. Buffers must not overlap each other (the kernel assumes no aliasing).
-template <class T>
+// master_param, optional and only for 16-bit params, is a float32 copy the step reads and
+// writes instead of param, storing the rounded result into param.
+// `step` is the step number t being taken (1 on the first step); it matters for
+// bias_correction and stochastic rounding. Buffers must not overlap (no aliasing assumed).
+template <class P, class S = P>
 struct TensorSpan {
-  T* param = nullptr;
-  const T* grad = nullptr;
-  T* square_avg = nullptr;
-  T* grad_avg = nullptr;
-  T* momentum_buffer = nullptr;
+  P* param = nullptr;
+  const P* grad = nullptr;
+  S* square_avg = nullptr;
+  S* grad_avg = nullptr;
+  S* momentum_buffer = nullptr;
+  S* master_param = nullptr;
   std::size_t size = 0;
   std::int64_t step = 1;
+  std::uint64_t rounding_stream = 0;  // distinguishes tensors' stochastic-rounding noise
 };
 
 // One fused RMSProp step over every tensor of the list: each element of param, grad and state is
@@ -50,6 +66,15 @@ struct TensorSpan {
 // std::invalid_argument when a required state buffer is missing.
 void step(const Options& options, const TensorSpan<float>* tensors, std::size_t count);
 void step(const Options& options, const TensorSpan<double>* tensors, std::size_t count);
+void step(const Options& options, const TensorSpan<float16, float>* tensors, std::size_t count);
+void step(const Options& options, const TensorSpan<bfloat16, float>* tensors, std::size_t count);
+
+// True when every gradient element of the list is finite (a read-only pass; for the AMP
+// pattern "skip the step if any gradient overflowed").
+bool grads_finite(const TensorSpan<float>* tensors, std::size_t count);
+bool grads_finite(const TensorSpan<double>* tensors, std::size_t count);
+bool grads_finite(const TensorSpan<float16, float>* tensors, std::size_t count);
+bool grads_finite(const TensorSpan<bfloat16, float>* tensors, std::size_t count);
 
 // Instruction-set levels the kernel is compiled for. kAvx2 is x86-64-v3, kAvx512 x86-64-v4.
 enum class Isa : int { kBaseline = 0, kAvx2 = 1, kAvx512 = 2 };
