@@ -305,7 +305,7 @@ def test_construction_refusals() -> None:
         RMSprop(p)
     with pytest.raises(ValueError, match="more than once"):
         RMSprop([p, p])
-    with pytest.raises(TypeError, match="float32, float64, float16 or ml_dtypes.bfloat16"):
+    with pytest.raises(TypeError, match=r"float32, float64, float16 or ml_dtypes\.bfloat16"):
         RMSprop([p.astype(np.int64)])
     with pytest.raises(ValueError, match="preset must be one of"):
         RMSprop([p], preset="caffe")

@@ -62,8 +62,8 @@ def rmsprop_step(
     read. All are C-contiguous arrays of one shape. param and grad are float32, float64,
     float16 or ``ml_dtypes.bfloat16`` (the same dtype); the state has the param's dtype, or
     float32 for 16-bit params. State buffers start at 0 (``square_avg`` may start at another
-    value, as TF1's 1.0). The formulas and option meanings are SPEC §2 / the README table; by default the
-    result equals ``torch.optim.RMSprop`` (ε added after the square root).
+    value, as TF1's 1.0). The formulas and option meanings are SPEC §2 / the README table; by
+    default the result equals ``torch.optim.RMSprop`` (ε added after the square root).
 
     Args:
         param: the parameter, updated in place.
