@@ -113,6 +113,10 @@ def numpy_step(params, grads, variant: str):
     tmp = [np.empty_like(p) for p in params]
 
     def step() -> None:
+        with np.errstate(invalid="ignore"):  # torch's semantics: sqrt of v - ga^2 < 0 is NaN
+            numpy_pass()
+
+    def numpy_pass() -> None:
         for p, g, v, e, t in zip(params, grads, square, extra, tmp):
             v *= ALPHA
             np.multiply(g, g, out=t)

@@ -66,6 +66,24 @@ def assert_matches_reference(actual: np.ndarray, expected: Tracked) -> None:
         )
 
 
+# Three representative settings: torch's defaults, the common extras, every non-torch option.
+REPRESENTATIVE_OPTION_SETS: list[dict[str, Any]] = [
+    {},
+    {"momentum": 0.9, "centered": True, "weight_decay": 0.1},
+    {
+        "eps_in_sqrt": True,
+        "lr_in_momentum": True,
+        "momentum": 0.9,
+        "nesterov": True,
+        "decoupled_weight_decay": True,
+        "weight_decay": 0.1,
+        "bias_correction": True,
+        "maximize": True,
+    },
+]
+REPRESENTATIVE_IDS = ["default", "mixed", "extras"]
+
+
 def option_combinations() -> list[dict[str, Any]]:
     """Every combination of the switches of SPEC §2 that the validation accepts.
 

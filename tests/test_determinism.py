@@ -8,26 +8,13 @@ import numpy as np
 import pytest
 
 import rmsprop
+from cases import REPRESENTATIVE_IDS, REPRESENTATIVE_OPTION_SETS
 from conftest import SUPPORTED_ISAS, THREAD_COUNTS
 from rmsprop import RMSprop
 
 GRAIN = rmsprop.config()["parallel_grain"]
 # Sizes around SIMD lanes, cache lines and the grain where the work starts to be split.
 SIZES = [1, 15, 16, 17, 63, 65, 2 * GRAIN - 1, 2 * GRAIN + 1, 3 * GRAIN + 5, 1_000_003]
-OPTION_SETS = [
-    {},
-    {"momentum": 0.9, "centered": True, "weight_decay": 0.01},
-    {
-        "eps_in_sqrt": True,
-        "lr_in_momentum": True,
-        "momentum": 0.9,
-        "nesterov": True,
-        "decoupled_weight_decay": True,
-        "weight_decay": 0.1,
-        "bias_correction": True,
-        "maximize": True,
-    },
-]
 
 
 def run(
@@ -60,7 +47,7 @@ def assert_same_bits_everywhere(params0, grads, **options) -> None:
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("size", SIZES)
-@pytest.mark.parametrize("options", OPTION_SETS, ids=["plain", "mixed", "all-extras"])
+@pytest.mark.parametrize("options", REPRESENTATIVE_OPTION_SETS, ids=REPRESENTATIVE_IDS)
 def test_one_tensor_same_bits_on_every_isa_and_thread_count(size, dtype, options) -> None:
     rng = np.random.default_rng(size)
     p0 = [rng.standard_normal(size).astype(dtype)]

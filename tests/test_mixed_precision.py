@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import rmsprop
-from cases import assert_matches_reference
+from cases import REPRESENTATIVE_IDS, REPRESENTATIVE_OPTION_SETS, assert_matches_reference
 from conftest import SUPPORTED_ISAS, THREAD_COUNTS
 from reference import Precision, exact, new_state, reference_step
 from rmsprop import RMSprop
@@ -50,23 +50,8 @@ def assert_rounds_from_interval(stored: np.ndarray, expected) -> None:
     assert not bad.any(), (got[bad][:5], expected.value[bad][:5], bound[bad][:5])
 
 
-OPTION_SETS = [
-    {},
-    {"momentum": 0.9, "centered": True, "weight_decay": 0.1},
-    {
-        "eps_in_sqrt": True,
-        "lr_in_momentum": True,
-        "momentum": 0.5,
-        "nesterov": True,
-        "decoupled_weight_decay": True,
-        "weight_decay": 0.1,
-        "bias_correction": True,
-    },
-]
-
-
 @pytest.mark.parametrize("master", [False, True], ids=["plain", "master"])
-@pytest.mark.parametrize("options", OPTION_SETS, ids=["default", "mixed", "extras"])
+@pytest.mark.parametrize("options", REPRESENTATIVE_OPTION_SETS, ids=REPRESENTATIVE_IDS)
 @pytest.mark.parametrize("dtype", SIXTEEN, ids=ids)
 def test_sixteen_bit_params_match_reference_rounding(dtype, options, master) -> None:
     p0, grads = sixteen_bit_case(dtype, 77, 5, seed=3)

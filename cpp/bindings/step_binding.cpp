@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -114,20 +115,31 @@ PyObject* bfloat16_type() {
   return type;
 }
 
+// The dtype's descriptor, read directly: a step checks several arrays per param, and creating
+// a py::dtype for each costs more than the check. kind, byteorder and type_num sit at the same
+// place in NumPy 1 and 2.
+const py::detail::PyArrayDescr_Proxy* descr_of(const py::array& a) {
+  return reinterpret_cast<const py::detail::PyArrayDescr_Proxy*>(
+      py::detail::array_proxy(a.ptr())->descr);
+}
+
 Storage storage_of(const py::array& a) {
-  const py::dtype dt = a.dtype();
-  const auto size = dt.itemsize();
-  if (dt.kind() == 'f') {
-    if (size == 4) return Storage::kFloat32;
-    if (size == 8) return Storage::kFloat64;
-    if (size == 2) return Storage::kFloat16;
-    return Storage::kUnsupported;
+  // NumPy's stable type numbers: NPY_FLOAT, NPY_DOUBLE, NPY_HALF.
+  constexpr int kNpyFloat = 11;
+  constexpr int kNpyDouble = 12;
+  constexpr int kNpyHalf = 23;
+  const auto* descr = descr_of(a);
+  switch (descr->type_num) {
+    case kNpyFloat:
+      return Storage::kFloat32;
+    case kNpyDouble:
+      return Storage::kFloat64;
+    case kNpyHalf:
+      return Storage::kFloat16;
+    default:
+      break;
   }
-  if (size == 2) {
-    const auto* type = reinterpret_cast<PyObject*>(
-        py::detail::array_descriptor_proxy(dt.ptr())->typeobj);
-    if (type != nullptr && type == bfloat16_type()) return Storage::kBfloat16;
-  }
+  if (descr->typeobj != nullptr && descr->typeobj == bfloat16_type()) return Storage::kBfloat16;
   return Storage::kUnsupported;
 }
 
@@ -150,7 +162,7 @@ py::array checked_array(py::handle obj, const Origin& origin, const Namer& namer
                          "; rmsprop supports float32, float64, float16 and "
                          "ml_dtypes.bfloat16 arrays");
   }
-  if (a.dtype().byteorder() == '>') {
+  if (descr_of(a)->byteorder == '>') {
     throw py::value_error(name_of() + " is not in native byte order; convert it with "
                                       "arr.astype(arr.dtype.newbyteorder('='))");
   }
@@ -355,11 +367,13 @@ struct Parser {
     const bool need_master = want_master && sixteen_bit(storage);
     const py::array grad = checked(grad_obj, Role::kGrad);
     const py::array square_avg = checked(square_avg_obj, Role::kSquareAvg);
-    const py::array grad_avg = need_grad_avg ? checked(grad_avg_obj, Role::kGradAvg) : py::array();
-    const py::array momentum_buffer =
-        need_momentum ? checked(momentum_buffer_obj, Role::kMomentumBuffer) : py::array();
-    const py::array master_param =
-        need_master ? checked(master_param_obj, Role::kMasterParam) : py::array();
+    // std::optional, not an empty py::array: that would allocate a NumPy array every step.
+    std::optional<py::array> grad_avg;
+    std::optional<py::array> momentum_buffer;
+    std::optional<py::array> master_param;
+    if (need_grad_avg) grad_avg = checked(grad_avg_obj, Role::kGradAvg);
+    if (need_momentum) momentum_buffer = checked(momentum_buffer_obj, Role::kMomentumBuffer);
+    if (need_master) master_param = checked(master_param_obj, Role::kMasterParam);
     if (step < 1) {
       throw py::value_error((namer.functional ? std::string("step") :
                                                 "step of " + namer(Role::kParam, index)) +
@@ -373,9 +387,9 @@ struct Parser {
       span.param = data_of<P>(param);
       span.grad = data_of<P>(grad);
       span.square_avg = data_of<S>(square_avg);
-      span.grad_avg = need_grad_avg ? data_of<S>(grad_avg) : nullptr;
-      span.momentum_buffer = need_momentum ? data_of<S>(momentum_buffer) : nullptr;
-      span.master_param = need_master ? data_of<S>(master_param) : nullptr;
+      span.grad_avg = grad_avg ? data_of<S>(*grad_avg) : nullptr;
+      span.momentum_buffer = momentum_buffer ? data_of<S>(*momentum_buffer) : nullptr;
+      span.master_param = master_param ? data_of<S>(*master_param) : nullptr;
       span.size = static_cast<std::size_t>(param.size());
       span.step = step;
       span.rounding_stream = static_cast<std::uint64_t>(index);
@@ -422,8 +436,23 @@ struct Parser {
 
 // Safe without the GIL: the parser's keep_alive owns every array, the kernels touch only raw
 // buffers, and nothing in between calls into Python.
+// Below this many elements a step keeps the GIL: it takes a few microseconds, less than
+// releasing and re-taking the GIL would add. NumPy's ufuncs follow the same policy.
+constexpr std::size_t kReleaseGilElements = 1 << 14;
+
+std::size_t element_count(const std::vector<Group>& groups) {
+  std::size_t total = 0;
+  for (const Group& g : groups) {
+    g.for_each_list([&](const auto& spans) {
+      for (const auto& span : spans) total += span.size;
+    });
+  }
+  return total;
+}
+
 void run_groups(const std::vector<Group>& groups) {
-  py::gil_scoped_release release;
+  std::optional<py::gil_scoped_release> release;
+  if (element_count(groups) >= kReleaseGilElements) release.emplace();
   for (const Group& g : groups) {
     g.for_each_list([&](const auto& spans) {
       if (!spans.empty()) step(g.options, spans.data(), spans.size());
@@ -433,7 +462,8 @@ void run_groups(const std::vector<Group>& groups) {
 
 // The AMP check: false if any gradient of any group holds an inf or NaN.
 bool all_grads_finite(const std::vector<Group>& groups) {
-  py::gil_scoped_release release;
+  std::optional<py::gil_scoped_release> release;
+  if (element_count(groups) >= kReleaseGilElements) release.emplace();
   bool finite = true;
   for (const Group& g : groups) {
     g.for_each_list([&](const auto& spans) {
@@ -458,6 +488,9 @@ int step_optimizer(py::list groups, py::handle grads_obj, py::list states,
   std::vector<Group> parsed;
   parsed.reserve(groups.size());
   std::vector<std::pair<py::handle, long long>> new_steps;
+  new_steps.reserve(states.size());
+  parser.keep_alive.reserve(4 * states.size());
+  parser.intervals.reserve(4 * states.size());
   std::size_t offset = 0;
   if (!PyList_Check(grads_obj.ptr()) && !PyTuple_Check(grads_obj.ptr())) {
     throw py::type_error("grads must be a list with one gradient per param, got " +
