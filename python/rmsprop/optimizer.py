@@ -100,7 +100,7 @@ def _aligned_full(like: np.ndarray, fill: float, dtype: Any = None) -> np.ndarra
     nbytes = like.size * dtype.itemsize
     raw = np.zeros(nbytes + _STATE_ALIGNMENT, dtype=np.uint8)
     offset = -raw.__array_interface__["data"][0] % _STATE_ALIGNMENT
-    buffer = raw[offset : offset + nbytes].view(dtype).reshape(like.shape)
+    buffer: np.ndarray = raw[offset : offset + nbytes].view(dtype).reshape(like.shape)
     if fill != 0.0:
         buffer.fill(fill)
     return buffer
@@ -241,10 +241,11 @@ class RMSprop:
         entries = list(params)
         if not entries:
             raise ValueError("params is empty; pass at least one array to optimize")
-        if all(isinstance(entry, Mapping) for entry in entries):
-            for entry in entries:
-                self.add_param_group(entry)
-        elif any(isinstance(entry, Mapping) for entry in entries):
+        group_entries = [entry for entry in entries if isinstance(entry, Mapping)]
+        if len(group_entries) == len(entries):
+            for group in group_entries:
+                self.add_param_group(group)
+        elif group_entries:
             raise TypeError("params must be all arrays or all param-group dicts, not a mix")
         else:
             self.add_param_group({"params": entries})

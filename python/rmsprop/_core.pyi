@@ -1,0 +1,44 @@
+"""Types of the private C++ core (cpp/bindings). Use the rmsprop package, not this module."""
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+__version__: str
+#: Hyper-parameter names in the order step_functional's options tuple uses.
+OPTION_NAMES: tuple[str, ...]
+
+def compiled_isas() -> list[str]: ...
+def supported_isas() -> list[str]: ...
+def active_isa() -> str: ...
+def set_isa(name: str) -> None: ...
+def limit_isa(name: str) -> None: ...
+def openmp_enabled() -> bool: ...
+def get_num_threads() -> int: ...
+def set_num_threads(n: int) -> None: ...
+def parallel_grain() -> int: ...
+def step_optimizer(
+    groups: list[dict[str, Any]],
+    grads: Sequence[np.ndarray | None],
+    states: list[dict[str, Any]],
+    create_state_first: bool,
+    skip_if_nonfinite: bool,
+) -> int:
+    """0 applied, 1 a state lacks a buffer (create_state_first), 2 skipped (non-finite grad)."""
+
+def step_functional(
+    options: tuple[Any, ...],
+    param: np.ndarray,
+    grad: np.ndarray,
+    square_avg: np.ndarray,
+    grad_avg: np.ndarray | None,
+    momentum_buffer: np.ndarray | None,
+    master_param: np.ndarray | None,
+    step: int,
+) -> None: ...
+def validate_options(options: Mapping[str, Any] | tuple[Any, ...]) -> None: ...
+def roofline_pass(
+    p: npt.NDArray[np.float32], g: npt.NDArray[np.float32], v: npt.NDArray[np.float32]
+) -> None: ...
