@@ -78,25 +78,19 @@ def measure(fn: Callable[[], Any], budget_s: float) -> tuple[float, float]:
 
 
 def shapes_transformer_like() -> list[tuple[int, ...]]:
-    """160 tensors, ~25M elements: embeddings plus 12 blocks of a 768-wide transformer."""
-    shapes: list[tuple[int, ...]] = [(30522 // 4 * 4, 768), (512, 768), (768,), (768,)]
+    """160 tensors, ~25M elements: a 12-block, 384-wide transformer (8192-token vocabulary).
+
+    Mostly 0.15M- and 0.6M-element matrices plus many small vectors: the list shape where a
+    loop over tensors pays per-tensor overhead and a flat pass does not.
+    """
+    width, hidden = 384, 1536
+    shapes: list[tuple[int, ...]] = [(8192, width), (512, width), (width,), (width,)]
     for _ in range(12):
-        shapes += [
-            (768, 768),
-            (768,),
-            (768, 768),
-            (768,),
-            (768, 768),
-            (768,),
-            (768, 768),
-            (768,),
-            (768,),
-            (768,),
-            (3072, 768),
-            (3072,),
-            (768, 3072),
-        ]
-    return shapes[:160]
+        shapes += [(width, width), (width,)] * 4  # query, key, value, output
+        shapes += [(width,), (width,)]  # layer norm
+        shapes += [(hidden, width), (hidden,), (width, hidden)]  # feed-forward
+    assert len(shapes) == 160
+    return shapes
 
 
 def make_arrays(shapes: list[tuple[int, ...]], dtype: Any, seed: int = 0):
@@ -187,10 +181,14 @@ def bench_case(
     rows: list[Row] = []
 
     def add(name: str, variant: str, dtype: np.dtype, fn) -> Row:
-        median, best = measure(fn, budget_s)
+        row = make_row(name, variant, dtype, *measure(fn, budget_s))
+        rows.append(row)
+        return row
+
+    def make_row(name: str, variant: str, dtype: np.dtype, median: float, best: float) -> Row:
         state_bytes = 4 if dtype.itemsize == 2 else dtype.itemsize
         nbytes = bytes_per_element(variant, dtype.itemsize, state_bytes) * elements
-        row = Row(
+        return Row(
             name,
             variant,
             dtype.name,
@@ -203,12 +201,11 @@ def bench_case(
             elements / median / 1e9,
             nbytes / median / 1e9,
         )
-        rows.append(row)
-        return row
 
     f32 = np.dtype(np.float32)
     params, grads = make_arrays(shapes, f32)
-    limit = add("roofline", "plain", f32, roofline(elements))
+    limit_step = roofline(elements)
+    limit = add("roofline", "plain", f32, limit_step)
     for variant in variants:
         for dtype in dtypes:
             dtype = np.dtype(dtype)
@@ -233,6 +230,11 @@ def bench_case(
                 gc.collect()
             if torch_best:
                 ours.vs_torch = torch_best / ours.median_s
+    # The limit is measured again after the others and the faster run kept: noise on a shared
+    # machine only slows a run down, so the higher bandwidth is the honest (stricter) limit.
+    again = make_row("roofline", "plain", f32, *measure(limit_step, budget_s))
+    if again.median_s < limit.median_s:
+        rows[rows.index(limit)] = limit = again
     # % of roofline: the step's bytes per second over the roofline's (20 bytes/element).
     roofline_gb = limit.gb_s
     for row in rows:
