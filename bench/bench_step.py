@@ -62,19 +62,40 @@ def bytes_per_element(variant: str, param_bytes: int, state_bytes: int) -> int:
     return 3 * param_bytes + 2 * state_bytes * STATE_BUFFERS[variant]
 
 
-def measure(fn: Callable[[], Any], budget_s: float) -> tuple[float, float]:
-    """Median and min seconds per call: warm-up, then as many calls as fit in the budget."""
-    fn()
-    start = time.perf_counter()
-    fn()
-    estimate = max(time.perf_counter() - start, 1e-7)
-    repeats = int(min(max(budget_s / estimate, 5), 2000))
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), min(times)
+def measure_side_by_side(
+    steps: list[Callable[[], Any]], budget_s: float, block_s: float = 0.002
+) -> list[tuple[float, float]]:
+    """Median and min seconds per call of each step, measured round-robin.
+
+    Every round runs each step in turn, so a slow phase of this shared machine (its memory
+    bandwidth swings by 2x from one second to the next) hits every competitor alike and the
+    ratios between them hold. Within a round a step runs a block of consecutive calls lasting
+    about ``block_s``; when a block has several calls its first is not recorded, so a step
+    whose data fits in cache is timed with that data in cache (as in a training loop's steady
+    state), not after the other competitors have evicted it. Warm-up first: state allocation
+    and page faults are not timed.
+    """
+    for step in steps:
+        step()
+    blocks = []
+    for step in steps:
+        start = time.perf_counter()
+        step()
+        estimate = max(time.perf_counter() - start, 1e-7)
+        calls = max(1, min(int(block_s / estimate), 200))
+        blocks.append((calls, calls * estimate))
+    round_s = sum(seconds for _, seconds in blocks)
+    rounds = int(min(max(budget_s * len(steps) / round_s, 5), 500))
+    times: list[list[float]] = [[] for _ in steps]
+    for _ in range(rounds):
+        for step, (calls, _), record in zip(steps, blocks, times):
+            for call in range(calls):
+                start = time.perf_counter()
+                step()
+                elapsed = time.perf_counter() - start
+                if calls == 1 or call > 0:
+                    record.append(elapsed)
+    return [(statistics.median(record), min(record)) for record in times]
 
 
 def shapes_transformer_like() -> list[tuple[int, ...]]:
@@ -178,16 +199,12 @@ def bench_case(
 
         torch.set_num_threads(threads)
     elements = int(sum(np.prod(s) for s in shapes))
-    rows: list[Row] = []
 
-    def add(name: str, variant: str, dtype: np.dtype, fn) -> Row:
-        row = make_row(name, variant, dtype, *measure(fn, budget_s))
-        rows.append(row)
-        return row
-
-    def make_row(name: str, variant: str, dtype: np.dtype, median: float, best: float) -> Row:
+    def make_row(name: str, variant: str, dtype: np.dtype, timing: tuple[float, float]) -> Row:
+        median, best = timing
+        traffic = "plain" if name == "roofline" else variant  # the limit moves 20 bytes/element
         state_bytes = 4 if dtype.itemsize == 2 else dtype.itemsize
-        nbytes = bytes_per_element(variant, dtype.itemsize, state_bytes) * elements
+        nbytes = bytes_per_element(traffic, dtype.itemsize, state_bytes) * elements
         return Row(
             name,
             variant,
@@ -204,41 +221,38 @@ def bench_case(
 
     f32 = np.dtype(np.float32)
     params, grads = make_arrays(shapes, f32)
+    sixteen_bit = {np.dtype(d): make_arrays(shapes, d) for d in dtypes if np.dtype(d) != f32}
     limit_step = roofline(elements)
-    limit = add("roofline", "plain", f32, limit_step)
+    rows: list[Row] = []
     for variant in variants:
-        for dtype in dtypes:
-            dtype = np.dtype(dtype)
-            if dtype == f32:
-                p, g = params, grads
-            else:
-                p, g = make_arrays(shapes, dtype)
-            ours = add("rmsprop", variant, dtype, ours_step(p, g, variant))
-            if dtype != f32:
-                continue  # competitors have no 16-bit path worth timing (see README)
-            competitors = [("numpy", numpy_step(params, grads, variant))]
-            if with_torch:
-                competitors += [
-                    ("torch-foreach", torch_step(params, grads, variant, True)),
-                    ("torch-loop", torch_step(params, grads, variant, False)),
-                ]
-            torch_best = None
-            for name, fn in competitors:
-                row = add(name, variant, dtype, fn)
-                if name.startswith("torch"):
-                    torch_best = min(torch_best or row.median_s, row.median_s)
-                gc.collect()
-            if torch_best:
-                ours.vs_torch = torch_best / ours.median_s
-    # The limit is measured again after the others and the faster run kept: noise on a shared
-    # machine only slows a run down, so the higher bandwidth is the honest (stricter) limit.
-    again = make_row("roofline", "plain", f32, *measure(limit_step, budget_s))
-    if again.median_s < limit.median_s:
-        rows[rows.index(limit)] = limit = again
-    # % of roofline: the step's bytes per second over the roofline's (20 bytes/element).
-    roofline_gb = limit.gb_s
-    for row in rows:
-        row.roofline_pct = 100 * row.gb_s / roofline_gb
+        # One side-by-side group per variant: the limit, ours in every dtype, the competitors.
+        group: list[tuple[str, np.dtype, Callable[[], Any]]] = [
+            ("roofline", f32, limit_step),
+            ("rmsprop", f32, ours_step(params, grads, variant)),
+        ]
+        group += [("rmsprop", d, ours_step(p, g, variant)) for d, (p, g) in sixteen_bit.items()]
+        group.append(("numpy", f32, numpy_step(params, grads, variant)))
+        if with_torch:
+            group += [
+                ("torch-foreach", f32, torch_step(params, grads, variant, True)),
+                ("torch-loop", f32, torch_step(params, grads, variant, False)),
+            ]
+        timings = measure_side_by_side([step for _, _, step in group], budget_s)
+        group_rows = [
+            make_row(name, variant, dtype, timing)
+            for (name, dtype, _), timing in zip(group, timings)
+        ]
+        del group
+        gc.collect()
+        limit, ours = group_rows[0], group_rows[1]
+        torch_medians = [r.median_s for r in group_rows if r.competitor.startswith("torch")]
+        if torch_medians:
+            ours.vs_torch = min(torch_medians) / ours.median_s
+        # % of roofline: the step's bytes per second over the limit's, measured in the same
+        # rounds (the limit moves 20 bytes/element: read p, g, v; write p, v).
+        for row in group_rows:
+            row.roofline_pct = 100 * row.gb_s / limit.gb_s
+        rows += group_rows
     return rows
 
 
@@ -247,7 +261,7 @@ def overhead_per_tensor(budget_s: float) -> float:
     rmsprop.set_num_threads(1)
     params, grads = make_arrays([(16,)] * 160, np.float32)
     opt = RMSprop(params)
-    median, _ = measure(lambda: opt.step(grads), budget_s)
+    [(median, _)] = measure_side_by_side([lambda: opt.step(grads)], budget_s)
     return median / 160
 
 
