@@ -174,7 +174,7 @@ def reference_step(param: Tracked, grad: np.ndarray, state: RefState, **options:
         else:
             g = g + constant(wd, prec) * p
     one_minus_alpha = constant(1 - alpha, prec)
-    state.square_avg = constant(alpha, prec) * state.square_avg + one_minus_alpha * (g * g)
+    state.square_avg = constant(alpha, prec) * state.square_avg + (one_minus_alpha * g) * g
     v = state.square_avg
     if o["centered"]:
         state.grad_avg = constant(alpha, prec) * state.grad_avg + one_minus_alpha * g

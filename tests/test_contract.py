@@ -289,6 +289,103 @@ def test_bad_hyper_parameter_set_later_refused_at_step_for_all_groups() -> None:
     assert opt.state == [{}, {}]  # the first group was not stepped either
 
 
+@pytest.mark.parametrize(
+    ("key", "value", "exc", "match"),
+    [
+        ("initial_square_avg", "x", TypeError, "initial_square_avg must be a real number"),
+        ("initial_square_avg", float("nan"), ValueError, "initial_square_avg must be a finite"),
+        ("initial_square_avg", -1.0, ValueError, "initial_square_avg"),
+        ("master_weights", "yes", TypeError, "master_weights must be True or False"),
+        ("master_weights", None, ValueError, "missing hyper-parameter 'master_weights'"),
+        ("lr", None, ValueError, "missing hyper-parameter 'lr'"),
+    ],
+)
+def test_group_edited_before_the_first_step_is_refused_without_creating_state(
+    key: str, value: Any, exc: type, match: str
+) -> None:
+    """State is created on the first step from the group's options; a bad option there must
+    not leave half-made state behind (a later load_state_dict would choke on it)."""
+    p, g = make()
+    q, h = make(seed=1)
+    opt = RMSprop([{"params": [p]}, {"params": [q]}])
+    if value is None:
+        del opt.param_groups[1][key]
+    else:
+        opt.param_groups[1][key] = value
+    before = snapshot([p, q])
+    with pytest.raises(exc, match=match):
+        opt.step([g, h])
+    assert opt.state == [{}, {}]
+    assert snapshot([p, q]) == before
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("centered", "False"),
+        ("maximize", 0.5),
+        ("nesterov", None),
+        ("eps_in_sqrt", 2),
+        ("lr", True),
+        ("rounding_seed", 1.5),
+        ("rounding_seed", -1),
+    ],
+)
+def test_options_are_not_taken_by_truthiness(name: str, value: Any) -> None:
+    """centered="False" must not switch centering on; lr=True must not mean lr=1."""
+    p, g = make()
+    with pytest.raises(TypeError, match=name):
+        RMSprop([p], momentum=0.9, **{name: value})
+    with pytest.raises(TypeError, match=name):
+        rmsprop_step(p, g, np.zeros_like(p), momentum_buffer=np.zeros_like(p), **{name: value})
+
+
+def test_numpy_scalars_are_accepted_where_python_ones_are() -> None:
+    p, g = make()
+    q = p.copy()
+    options = {"lr": np.float32(0.01), "centered": np.True_, "eps_in_sqrt": 1}
+    RMSprop([p], rounding_seed=np.int64(3), **options).step([g])
+    v, ga = np.zeros_like(q), np.zeros_like(q)
+    rmsprop_step(q, g, v, grad_avg=ga, step=np.int64(1), rounding_seed=np.uint8(3), **options)
+    assert p.tobytes() == q.tobytes()
+    with pytest.raises(TypeError, match="step must be an int, got bool"):
+        rmsprop_step(q, g, v, grad_avg=ga, step=True, **options)
+
+
+def test_step_count_out_of_range_is_refused_and_changes_nothing() -> None:
+    p, g = make()
+    opt = RMSprop([p])
+    opt.step([g])
+    opt.state[0]["step"] = 2**63 - 1  # step + 1 would overflow the core's integer
+    assert_refused_and_unchanged(opt, [g], ValueError, r"state\[0\]\['step'\] must be in", [p])
+    opt.state[0]["step"] = np.int64(5)  # a NumPy integer is an int
+    opt.step([g])
+    assert opt.state[0]["step"] == 6
+
+
+def test_option_deleted_after_the_first_step_is_a_value_error() -> None:
+    p, g = make()
+    opt = RMSprop([p])
+    opt.step([g])
+    del opt.param_groups[0]["lr"]
+    assert_refused_and_unchanged(opt, [g], ValueError, "no 'lr' hyper-parameter", [p])
+
+
+def test_grads_must_be_a_sequence() -> None:
+    p, _ = make()
+    opt = RMSprop([p])
+    with pytest.raises(TypeError, match="grads must be a list"):
+        opt.step(None)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="grads must be a list"):
+        opt.step(3.0)  # type: ignore[arg-type]
+
+
+def test_functional_master_param_only_for_sixteen_bit_params() -> None:
+    p, g = make()
+    with pytest.raises(ValueError, match="master_param is only for float16/bfloat16"):
+        rmsprop_step(p, g, np.zeros_like(p), master_param=p.copy())
+
+
 def test_option_conflicts_refused() -> None:
     p, _ = make()
     with pytest.raises(ValueError, match="nesterov=True requires momentum > 0"):
@@ -424,6 +521,10 @@ def test_savez_round_trip() -> None:
         (lambda sd: sd["state"].update({5: sd["state"][0]}), ValueError, "for no param"),
         (lambda sd: sd["state"][0].update(step="3"), ValueError, "step"),
         (lambda sd: sd["state"][0].update(extra=1), ValueError, "unknown keys"),
+        (lambda sd: sd["state"][0].update(step=2**64), ValueError, r"step'\] must be in"),
+        (lambda sd: sd["state"][0].update(step=2.5), ValueError, "step"),
+        (lambda sd: sd["param_groups"].__setitem__(0, [0, 1]), ValueError, "must be a dict"),
+        (lambda sd: sd.update(state=list(sd["state"].values())), ValueError, r"\['state'\]"),
     ],
 )
 def test_load_state_dict_refusals_change_nothing(mutate, exc, match) -> None:
@@ -442,6 +543,19 @@ def test_load_state_dict_refusals_change_nothing(mutate, exc, match) -> None:
     assert before_groups == [
         {k: v for k, v in g.items() if k != "params"} for g in opt.param_groups
     ]
+
+
+def test_load_accepts_torch_style_float_step_counts() -> None:
+    """torch keeps ``step`` in a float tensor; converted to NumPy it is a float or 0-d array."""
+    params, grads = checkpoint_case()
+    opt = RMSprop(params, momentum=0.9)
+    train(opt, grads[:2])
+    sd = opt.state_dict()
+    sd["state"][0]["step"] = np.array(2.0, np.float32)
+    sd["state"][1]["step"] = 2.0
+    opt.load_state_dict(sd)
+    assert opt.state[0]["step"] == 2 and type(opt.state[0]["step"]) is int
+    assert opt.state[1]["step"] == 2
 
 
 # ---------------------------------------------------------------- control

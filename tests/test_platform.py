@@ -123,3 +123,31 @@ def test_forked_child_steps_without_hanging() -> None:
         pytest.fail("forked child hung in the step")
     assert child.exitcode == 0
     assert queue.get(timeout=5) == pytest.approx(big[0])
+
+
+def _step_shared_optimizer_in_child(opt: RMSprop, queue) -> None:  # pragma: no cover - child
+    p = opt.param_groups[0]["params"][0]
+    opt.step([np.ones_like(p)])
+    queue.put(float(p[0]))
+
+
+def test_forked_child_can_step_an_optimizer_the_parent_was_stepping() -> None:
+    """fork() while another parent thread is inside opt.step() copies the optimizer's lock in
+    its held state; the child must get a fresh one, not wait forever. The lock is held here
+    directly, which is exactly what the child inherits in that race."""
+    if "fork" not in multiprocessing.get_all_start_methods():
+        pytest.skip("no fork on this platform")
+    p = np.ones(1000, np.float32)
+    opt = RMSprop([p])
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    with opt._lock:
+        child = ctx.Process(target=_step_shared_optimizer_in_child, args=(opt, queue))
+        child.start()
+    child.join(timeout=60)
+    if child.is_alive():
+        child.kill()
+        pytest.fail("forked child hung on the optimizer's lock")
+    assert child.exitcode == 0
+    assert queue.get(timeout=5) < 1.0
+    assert p[0] == 1.0  # the child's step changed the child's copy only

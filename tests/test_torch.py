@@ -84,3 +84,27 @@ def test_lr_schedule_through_param_groups_matches_torch() -> None:
         expected = reference_step(expected, g, state, lr=0.1 / (k + 1), momentum=0.9)
     err = np.abs(p.astype(np.float64) - tp.detach().numpy())
     assert np.all(err <= 2 * tolerance(expected))
+
+
+@pytest.mark.parametrize(
+    ("dtype", "grad", "alpha"),
+    [
+        (np.float32, 2e19, 0.99),  # g*g overflows float32; (1-alpha)*g*g does not
+        (np.float32, -3e19, 0.9),
+        (np.float32, 2e19, 1.0),  # 0 * inf would be NaN
+        (np.float64, 1.5e154, 0.99),
+        (np.float64, 1e200, 1.0),
+    ],
+)
+def test_huge_finite_gradients_match_torch(dtype: Any, grad: float, alpha: float) -> None:
+    """The square average is formed in torch's order, so it overflows exactly where torch's
+    does, not earlier; a finite gradient never makes NaN."""
+    p0 = np.array([1.0, -2.0, 0.5], dtype)
+    grads = [np.array([grad, 1.0, -grad], dtype)] * 2
+    p = p0.copy()
+    opt = RMSprop([p], lr=0.1, alpha=alpha)
+    for g in grads:
+        opt.step([g])
+    expected = run_torch(p0, grads, lr=0.1, alpha=alpha)
+    assert np.all(np.isfinite(p)) and np.all(np.isfinite(opt.state[0]["square_avg"]))
+    np.testing.assert_allclose(p, expected, rtol=8 * np.finfo(dtype).eps)

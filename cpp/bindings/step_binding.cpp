@@ -204,6 +204,10 @@ py::array checked_array(py::handle obj, const Origin& origin, const Namer& namer
 }
 
 double as_double(py::handle obj, const char* name) {
+  // bool is an int subclass: lr=True would silently mean 1.0.
+  if (PyBool_Check(obj.ptr())) {
+    throw py::type_error(std::string(name) + " must be a real number, got bool");
+  }
   const double x = PyFloat_AsDouble(obj.ptr());
   if (x == -1.0 && PyErr_Occurred()) {
     PyErr_Clear();
@@ -212,13 +216,38 @@ double as_double(py::handle obj, const char* name) {
   return x;
 }
 
+// True/False, numpy.bool_, or the ints 0 and 1. Not truthiness: centered="False" or
+// maximize=0.5 are mistakes that would otherwise switch the option on.
 bool as_bool(py::handle obj, const char* name) {
-  const int truth = PyObject_IsTrue(obj.ptr());
-  if (truth < 0) {
+  PyObject* ptr = obj.ptr();
+  if (ptr == Py_True) return true;
+  if (ptr == Py_False) return false;
+  const std::string type = describe_type(obj);
+  if (type == "numpy.bool" || type == "numpy.bool_") return PyObject_IsTrue(ptr) == 1;
+  if (PyLong_Check(ptr)) {
+    const long value = PyLong_AsLong(ptr);
+    if (value == 0 || value == 1) return value == 1;
     PyErr_Clear();
-    throw py::type_error(std::string(name) + " must be a bool, got " + describe_type(obj));
   }
-  return truth != 0;
+  throw py::type_error(std::string(name) + " must be a bool (True or False), got " + type + " " +
+                       std::string(py::repr(obj)));
+}
+
+// A Python or NumPy integer (not a bool) in [0, kMaxStep]: the step count of a state or of the
+// functional API. The bound keeps step + 1 and alpha^step well defined.
+constexpr long long kMaxStep = 1LL << 62;
+long long as_step(py::handle obj, const std::string& name) {
+  if (PyBool_Check(obj.ptr()) || !PyIndex_Check(obj.ptr())) {
+    throw py::type_error(name + " must be an int, got " + describe_type(obj));
+  }
+  py::object index = py::reinterpret_steal<py::object>(PyNumber_Index(obj.ptr()));
+  if (!index) throw py::error_already_set();
+  int overflow = 0;
+  const long long step = PyLong_AsLongLongAndOverflow(index.ptr(), &overflow);
+  if (overflow != 0 || step < 0 || step > kMaxStep) {
+    throw py::value_error(name + " must be in [0, 2**62], got " + std::string(py::repr(obj)));
+  }
+  return step;
 }
 
 // Dict keys interned once: looking up a str object that is already hashed and interned is the
@@ -261,8 +290,8 @@ Options options_from(py::handle source) {
     PyObject* value = PyDict_GetItemWithError(source.ptr(), keys().options[i]);
     if (value == nullptr) {
       if (PyErr_Occurred()) throw py::error_already_set();
-      throw py::key_error(std::string("param group has no '") + kOptionNames[i] +
-                          "' hyper-parameter");
+      throw py::value_error(std::string("a param group has no '") + kOptionNames[i] +
+                            "' hyper-parameter; set it again in param_groups");
     }
     return value;
   };
@@ -282,8 +311,12 @@ Options options_from(py::handle source) {
   o.grad_scale = as_double(item(12), "grad_scale");
   o.stochastic_rounding = as_bool(item(13), "stochastic_rounding");
   const py::handle seed = item(14);
-  o.rounding_seed = PyLong_AsUnsignedLongLong(seed.ptr());
-  if (PyErr_Occurred()) {
+  py::object seed_int;
+  if (!PyBool_Check(seed.ptr()) && PyIndex_Check(seed.ptr())) {
+    seed_int = py::reinterpret_steal<py::object>(PyNumber_Index(seed.ptr()));  // NumPy ints too
+  }
+  o.rounding_seed = seed_int ? PyLong_AsUnsignedLongLong(seed_int.ptr()) : 0;
+  if (!seed_int || PyErr_Occurred()) {
     PyErr_Clear();
     throw py::type_error("rounding_seed must be an int in [0, 2**64), got " +
                          std::string(py::repr(seed)));
@@ -365,6 +398,12 @@ struct Parser {
     const bool need_grad_avg = out.options.centered;
     const bool need_momentum = out.options.momentum > 0.0;
     const bool need_master = want_master && sixteen_bit(storage);
+    if (namer.functional && want_master && !need_master) {
+      // The optimizer silently skips master copies of float32/float64 params (they are their
+      // own master copy); a caller who passes one explicitly has mixed up the arrays.
+      throw py::value_error("master_param is only for float16/bfloat16 params; param is " +
+                            std::string(py::str(param.dtype())));
+    }
     const py::array grad = checked(grad_obj, Role::kGrad);
     const py::array square_avg = checked(square_avg_obj, Role::kSquareAvg);
     // std::optional, not an empty py::array: that would allocate a NumPy array every step.
@@ -528,15 +567,8 @@ int step_optimizer(py::list groups, py::handle grads_obj, py::list states,
       const py::handle state = PyList_GET_ITEM(states.ptr(), index);
       if (!PyDict_Check(state.ptr())) throw py::type_error("internal: a state is not a dict");
       const py::handle step_obj = dict_item(state, key.step);
-      long long step = 0;
-      if (step_obj) {
-        step = PyLong_AsLongLong(step_obj.ptr());
-        if (step == -1 && PyErr_Occurred()) {
-          PyErr_Clear();
-          throw py::type_error("state[" + std::to_string(index) + "]['step'] must be an int, got " +
-                               describe_type(step_obj));
-        }
-      }
+      const long long step =
+          step_obj ? as_step(step_obj, "state[" + std::to_string(index) + "]['step']") : 0;
       try {
         parser.add_tensor(out, static_cast<long long>(index), params[k], grad,
                           dict_item(state, key.square_avg), dict_item(state, key.grad_avg),
@@ -571,14 +603,7 @@ void step_functional(py::tuple options, py::handle param, py::handle grad, py::h
   std::vector<Group> parsed(1);
   parsed[0].options = options_from(options);
   validate(parsed[0].options);
-  if (!PyLong_Check(step_obj.ptr())) {
-    throw py::type_error("step must be an int, got " + describe_type(step_obj));
-  }
-  const long long step = PyLong_AsLongLong(step_obj.ptr());
-  if (step == -1 && PyErr_Occurred()) {
-    PyErr_Clear();
-    throw py::value_error("step is out of range");
-  }
+  const long long step = as_step(step_obj, "step");
   parser.add_tensor(parsed[0], 0, param, grad, square_avg, grad_avg, momentum_buffer,
                     master_param, !master_param.is_none(), step);
   parser.check_overlaps();

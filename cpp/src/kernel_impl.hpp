@@ -60,7 +60,9 @@ inline void update_lanes(const Broadcast<V, T>& c, const TensorSpan<P, T>& t, st
   } else if constexpr (kWeightDecay == WeightDecayMode::kCoupled) {
     g = g + c.weight_decay * p;
   }
-  const V v = c.alpha * V::load(t.square_avg + i) + c.one_minus_alpha * (g * g);
+  // ((1-a)*g)*g, torch's order (addcmul): g*g alone would overflow float32 from |g| ~ 1.8e19,
+  // ten times earlier than the product torch forms at alpha 0.99, and 0*inf = NaN at alpha 1.
+  const V v = c.alpha * V::load(t.square_avg + i) + (c.one_minus_alpha * g) * g;
   v.store(t.square_avg + i);
   V s = v * c.inv_bias_correction;
   if constexpr (kCentered) {

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+import os
 import threading
+import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -18,6 +20,7 @@ __all__ = ["PRESETS", "RMSprop"]
 _APPLIED, _STATE_MISSING, _SKIPPED_NONFINITE = 0, 1, 2
 _STATE_ALIGNMENT = 64  # bytes: one cache line, the unit the threads split work by
 _STATE_KEYS = ("square_avg", "momentum_buffer", "grad_avg", "master_param")
+_MAX_STEP = 2**62  # the core's bound on a step count
 
 
 class _Required:
@@ -65,6 +68,25 @@ _GROUP_DEFAULTS: dict[str, Any] = {
     "initial_square_avg": 0.0,
     "master_weights": False,
 }
+_GROUP_KEYS = tuple(_GROUP_DEFAULTS)
+
+# Every live optimizer, so that a child forked while another thread of the parent held an
+# optimizer's lock (inside step()) gets a fresh lock instead of one that is never released.
+_LIVE_OPTIMIZERS: weakref.WeakSet[RMSprop] = weakref.WeakSet()
+
+
+def _fresh_locks_after_fork() -> None:
+    for optimizer in list(_LIVE_OPTIMIZERS):
+        optimizer._lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_fresh_locks_after_fork)
+
+
+def _is_flag(value: Any) -> bool:
+    """What the core accepts for an on/off option: True/False, numpy.bool_, or the ints 0/1."""
+    return isinstance(value, (bool, np.bool_)) or (type(value) is int and value in (0, 1))
 
 
 def _resolve_defaults(preset: str | None, explicit: Mapping[str, Any]) -> dict[str, Any]:
@@ -81,13 +103,25 @@ def _resolve_defaults(preset: str | None, explicit: Mapping[str, Any]) -> dict[s
 
 def _check_group_options(group: Mapping[str, Any], where: str) -> None:
     """Refuse invalid hyper-parameters with the core's own checks, naming the group."""
+    missing = [key for key in _GROUP_KEYS if key not in group]
+    if missing:
+        raise ValueError(f"{where}: missing hyper-parameter {', '.join(map(repr, missing))}")
     try:
-        _core.validate_options(group)
-        initial = float(group["initial_square_avg"])
+        _core.validate_options(dict(group))
     except (TypeError, ValueError) as exc:
         raise type(exc)(f"{where}: {exc}") from None
+    initial = group["initial_square_avg"]
+    if isinstance(initial, (bool, np.bool_)) or not isinstance(initial, (int, float, np.number)):
+        raise TypeError(
+            f"{where}: initial_square_avg must be a real number, got {type(initial).__name__}"
+        )
     if not (math.isfinite(initial) and initial >= 0.0):
         raise ValueError(f"{where}: initial_square_avg must be a finite number >= 0, got {initial}")
+    if not _is_flag(group["master_weights"]):
+        raise TypeError(
+            f"{where}: master_weights must be True or False, got "
+            f"{type(group['master_weights']).__name__}"
+        )
 
 
 def _aligned_full(like: np.ndarray, fill: float, dtype: Any = None) -> np.ndarray:
@@ -233,6 +267,7 @@ class RMSprop:
         self.param_groups: list[dict[str, Any]] = []
         self.state: list[dict[str, Any]] = []
         self._lock = threading.Lock()
+        _LIVE_OPTIMIZERS.add(self)
         if isinstance(params, (np.ndarray, Mapping)):
             raise TypeError(
                 "params must be a list of arrays or of param-group dicts, got a single "
@@ -282,14 +317,15 @@ class RMSprop:
         self.param_groups.append(group)
         self.state.extend({} for _ in params)
 
-    def _create_missing_state(self, grads: Sequence[Any]) -> list[tuple[dict[str, Any], str]]:
+    def _create_missing_state(
+        self, grads: Sequence[Any], created: list[tuple[dict[str, Any], str]]
+    ) -> None:
         """Give every param stepped now the buffers its group's options need.
 
         Buffers appear on a param's first step, or when an option that needs one (centered,
-        momentum) is switched on later. Returns what was added, so that a refused step can take
-        it back.
+        momentum) is switched on later. Appends what it adds to ``created`` as it goes, so
+        that a refused step can take it back even if this fails halfway.
         """
-        created: list[tuple[dict[str, Any], str]] = []
         start = 0
         for group in self.param_groups:
             params = group["params"]
@@ -321,7 +357,6 @@ class RMSprop:
                         state[key] = _aligned_full(param, fill, _state_dtype(param))
                     created.append((state, key))
             start += len(params)
-        return created
 
     # ------------------------------------------------------------------ the step
 
@@ -344,6 +379,11 @@ class RMSprop:
         after the other.
         """
         if type(grads) is not list and not isinstance(grads, (tuple, np.ndarray)):
+            if not isinstance(grads, Iterable):
+                raise TypeError(
+                    "grads must be a list with one gradient per param (None skips one), got "
+                    f"{type(grads).__name__}"
+                )
             grads = list(grads)  # any other iterable; the core refuses a lone ndarray
         groups = self.param_groups
         skip = self.skip_if_nonfinite
@@ -351,8 +391,12 @@ class RMSprop:
             result = _core.step_optimizer(groups, grads, self.state, True, skip)
             if result == _STATE_MISSING:
                 # A param is stepped for the first time (or an option now needs a new buffer).
-                created = self._create_missing_state(grads)
+                # Groups are checked first: buffers are sized and filled from their options.
+                created: list[tuple[dict[str, Any], str]] = []
                 try:
+                    for k, group in enumerate(groups):
+                        _check_group_options(group, f"param group {k}")
+                    self._create_missing_state(grads, created)
                     result = _core.step_optimizer(groups, grads, self.state, False, skip)
                 except BaseException:
                     self._remove(created)
@@ -415,6 +459,10 @@ class RMSprop:
         saved_to_ours: dict[int, int] = {}
         ours = 0
         for k, (saved, group) in enumerate(zip(saved_groups, self.param_groups)):
+            if not isinstance(saved, Mapping):
+                raise ValueError(
+                    f"state_dict['param_groups'][{k}] must be a dict, got {type(saved).__name__}"
+                )
             saved_ids = list(saved.get("params", ()))
             if len(saved_ids) != len(group["params"]):
                 raise ValueError(
@@ -431,7 +479,13 @@ class RMSprop:
         group_of = [g for g in new_groups for _ in g["params"]]
         params = [p for g in new_groups for p in g["params"]]
         new_state: list[dict[str, Any]] = [{} for _ in params]
-        for key, entry in dict(state_dict["state"]).items():
+        saved_state = state_dict["state"]
+        if not isinstance(saved_state, Mapping):
+            raise ValueError(
+                "state_dict['state'] must be a dict {param index: state}, got "
+                f"{type(saved_state).__name__}"
+            )
+        for key, entry in saved_state.items():
             try:
                 index = saved_to_ours[int(key)]
             except (KeyError, ValueError, TypeError):
@@ -469,10 +523,12 @@ class RMSprop:
         step = entry.get("step")
         if isinstance(step, np.ndarray) and step.shape == ():
             step = step.item()
+        if isinstance(step, (float, np.floating)) and float(step).is_integer():
+            step = int(step)  # torch keeps the step count in a float tensor
         if isinstance(step, (bool, np.bool_)) or not isinstance(step, (int, np.integer)):
             raise ValueError(f"{where}['step'] must be an int, got {type(step).__name__}")
-        if step < 0:
-            raise ValueError(f"{where}['step'] must be >= 0, got {step}")
+        if not 0 <= step <= _MAX_STEP:
+            raise ValueError(f"{where}['step'] must be in [0, 2**62], got {step}")
         required = ["square_avg"]
         if group["momentum"] > 0:
             required.append("momentum_buffer")
@@ -518,6 +574,7 @@ class RMSprop:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._lock = threading.Lock()
+        _LIVE_OPTIMIZERS.add(self)
         # Unpickled arrays come back with NumPy's default alignment; keep ours.
         for entry in self.state:
             for key in _STATE_KEYS:
