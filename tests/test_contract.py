@@ -371,6 +371,29 @@ def test_option_deleted_after_the_first_step_is_a_value_error() -> None:
     assert_refused_and_unchanged(opt, [g], ValueError, "no 'lr' hyper-parameter", [p])
 
 
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"lr": 1e39}, "lr = 1e[+]?39 is beyond float32's range"),
+        ({"lr": 1e20, "weight_decay": 1e20}, r"lr \* weight_decay = 1e[+]?40"),
+        ({"grad_scale": 1e-50}, "grad_scale = 1e-50 rounds to 0"),
+    ],
+)
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_hyper_parameters_beyond_float32_range_refused_for_float_params(
+    options: dict[str, float], match: str, dtype: Any
+) -> None:
+    """Valid doubles that round to inf (or 0) in the float32 the step computes in."""
+    p, g = make(dtype=dtype)
+    opt = RMSprop([p], **options)
+    before = snapshot([p])
+    with pytest.raises(ValueError, match=match):
+        opt.step([g])
+    assert snapshot([p]) == before and opt.state == [{}]
+    q, h = make(dtype=np.float64)
+    RMSprop([q], **options).step([h])  # float64 holds them
+
+
 def test_grads_must_be_a_sequence() -> None:
     p, _ = make()
     opt = RMSprop([p])

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <optional>
 #include <string>
 #include <type_traits>
@@ -352,6 +353,34 @@ py::handle dict_item(py::handle dict, PyObject* key) {
   return value;
 }
 
+// Float params (float32 and the 16-bit types) are updated with coefficients rounded once to
+// float. A hyper-parameter beyond float's range would become inf (or grad_scale 0) and turn
+// every element into inf or NaN, so it is refused like any other invalid value.
+// param_name is a callable: the name is only built for the error message.
+template <class ParamName>
+void check_float_range(const Options& o, const ParamName& param_name) {
+  constexpr double kLargest = std::numeric_limits<float>::max();
+  const std::pair<const char*, double> values[] = {
+      {"lr", o.lr},
+      {"eps", o.eps},
+      {"weight_decay", o.weight_decay},
+      {"lr * weight_decay", o.lr * o.weight_decay},
+      {"momentum", o.momentum},
+      {"grad_scale", o.grad_scale},
+  };
+  for (const auto& [name, value] : values) {
+    if (value > kLargest) {
+      throw py::value_error(std::string(name) + " = " + std::string(py::repr(py::float_(value))) +
+                            " is beyond float32's range, in which " + param_name() +
+                            " is updated");
+    }
+  }
+  if (o.grad_scale < std::numeric_limits<float>::denorm_min()) {
+    throw py::value_error("grad_scale = " + std::string(py::repr(py::float_(o.grad_scale))) +
+                          " rounds to 0 in float32, in which " + param_name() + " is updated");
+  }
+}
+
 // Thrown when an optimizer state lacks a buffer its options need, so that step_optimizer can
 // report it to Python (which creates the buffers) instead of failing.
 struct MissingState {};
@@ -395,6 +424,9 @@ struct Parser {
       return a;
     };
     const Storage storage = storage_of(param);
+    if (storage != Storage::kFloat64) {
+      check_float_range(out.options, [&] { return namer(Role::kParam, index); });
+    }
     const bool need_grad_avg = out.options.centered;
     const bool need_momentum = out.options.momentum > 0.0;
     const bool need_master = want_master && sixteen_bit(storage);
