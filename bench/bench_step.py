@@ -297,12 +297,18 @@ def evaluate_targets(rows: list[Row], overhead_s: float) -> list[tuple[str, bool
         if size in mine:
             r = mine[size]
             ok = r.roofline_pct >= 90 and (r.vs_torch or 0) >= 4
-            vs = f"{r.vs_torch:.2f}x" if r.vs_torch else "n/a"
+            # The most any implementation can be ahead of torch: the roofline's own ratio.
+            vs = (
+                f"{r.vs_torch:.2f}x torch (the roofline itself: "
+                f"{r.vs_torch * 100 / r.roofline_pct:.2f}x)"
+                if r.vs_torch
+                else "n/a vs torch"
+            )
             out.append(
                 (
                     f"{size}: >= 90% of roofline and >= 4x torch eager",
                     ok,
-                    f"{r.roofline_pct:.1f}% of roofline, {vs} torch",
+                    f"{r.roofline_pct:.1f}% of roofline, {vs}",
                 )
             )
     for size in ("64K", "1M"):
