@@ -235,18 +235,25 @@ bool as_bool(py::handle obj, const char* name) {
 }
 
 // A Python or NumPy integer (not a bool) in [0, kMaxStep]: the step count of a state or of the
-// functional API. The bound keeps step + 1 and alpha^step well defined.
+// functional API. The bound keeps step + 1 and alpha^step well defined. `name` is a callable,
+// called only to word an error: this runs for every tensor of every step.
 constexpr long long kMaxStep = 1LL << 62;
-long long as_step(py::handle obj, const std::string& name) {
-  if (PyBool_Check(obj.ptr()) || !PyIndex_Check(obj.ptr())) {
-    throw py::type_error(name + " must be an int, got " + describe_type(obj));
+template <class Name>
+long long as_step(py::handle obj, const Name& name) {
+  py::object index;
+  PyObject* integer = obj.ptr();
+  if (!PyLong_CheckExact(integer)) {
+    if (PyBool_Check(integer) || !PyIndex_Check(integer)) {
+      throw py::type_error(name() + " must be an int, got " + describe_type(obj));
+    }
+    index = py::reinterpret_steal<py::object>(PyNumber_Index(integer));  // NumPy integers
+    if (!index) throw py::error_already_set();
+    integer = index.ptr();
   }
-  py::object index = py::reinterpret_steal<py::object>(PyNumber_Index(obj.ptr()));
-  if (!index) throw py::error_already_set();
   int overflow = 0;
-  const long long step = PyLong_AsLongLongAndOverflow(index.ptr(), &overflow);
+  const long long step = PyLong_AsLongLongAndOverflow(integer, &overflow);
   if (overflow != 0 || step < 0 || step > kMaxStep) {
-    throw py::value_error(name + " must be in [0, 2**62], got " + std::string(py::repr(obj)));
+    throw py::value_error(name() + " must be in [0, 2**62], got " + std::string(py::repr(obj)));
   }
   return step;
 }
@@ -600,7 +607,9 @@ int step_optimizer(py::list groups, py::handle grads_obj, py::list states,
       if (!PyDict_Check(state.ptr())) throw py::type_error("internal: a state is not a dict");
       const py::handle step_obj = dict_item(state, key.step);
       const long long step =
-          step_obj ? as_step(step_obj, "state[" + std::to_string(index) + "]['step']") : 0;
+          step_obj ? as_step(step_obj, [&] {
+            return "state[" + std::to_string(index) + "]['step']";
+          }) : 0;
       try {
         parser.add_tensor(out, static_cast<long long>(index), params[k], grad,
                           dict_item(state, key.square_avg), dict_item(state, key.grad_avg),
@@ -635,7 +644,7 @@ void step_functional(py::tuple options, py::handle param, py::handle grad, py::h
   std::vector<Group> parsed(1);
   parsed[0].options = options_from(options);
   validate(parsed[0].options);
-  const long long step = as_step(step_obj, "step");
+  const long long step = as_step(step_obj, [] { return std::string("step"); });
   parser.add_tensor(parsed[0], 0, param, grad, square_avg, grad_avg, momentum_buffer,
                     master_param, !master_param.is_none(), step);
   parser.check_overlaps();
