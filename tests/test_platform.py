@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import re
@@ -106,48 +107,43 @@ def _step_in_child(queue) -> None:  # pragma: no cover - runs in the child
     queue.put(float(p[0]))
 
 
-def test_forked_child_steps_without_hanging() -> None:
-    if "fork" not in multiprocessing.get_all_start_methods():
-        pytest.skip("no fork on this platform")
-    rmsprop.set_num_threads(2)
-    # The parent goes parallel first, so libgomp's pool exists when we fork.
-    big = np.ones(1_000_000, np.float32)
-    RMSprop([big]).step([np.ones_like(big)])
-    ctx = multiprocessing.get_context("fork")
-    queue = ctx.Queue()
-    child = ctx.Process(target=_step_in_child, args=(queue,))
-    child.start()
-    child.join(timeout=60)
-    if child.is_alive():
-        child.kill()
-        pytest.fail("forked child hung in the step")
-    assert child.exitcode == 0
-    assert queue.get(timeout=5) == pytest.approx(big[0])
-
-
 def _step_shared_optimizer_in_child(opt: RMSprop, queue) -> None:  # pragma: no cover - child
     p = opt.param_groups[0]["params"][0]
     opt.step([np.ones_like(p)])
     queue.put(float(p[0]))
 
 
-def test_forked_child_can_step_an_optimizer_the_parent_was_stepping() -> None:
-    """fork() while another parent thread is inside opt.step() copies the optimizer's lock in
-    its held state; the child must get a fresh one, not wait forever. The lock is held here
-    directly, which is exactly what the child inherits in that race."""
+def run_forked(target, *args, hold=None) -> float:
+    """Run target(*args, queue) in a forked child (started while ``hold`` is held, if given)
+    and return what it put in the queue; fail if the child hangs or crashes."""
     if "fork" not in multiprocessing.get_all_start_methods():
         pytest.skip("no fork on this platform")
-    p = np.ones(1000, np.float32)
-    opt = RMSprop([p])
     ctx = multiprocessing.get_context("fork")
     queue = ctx.Queue()
-    with opt._lock:
-        child = ctx.Process(target=_step_shared_optimizer_in_child, args=(opt, queue))
+    child = ctx.Process(target=target, args=(*args, queue))
+    with hold if hold is not None else contextlib.nullcontext():
         child.start()
     child.join(timeout=60)
     if child.is_alive():
         child.kill()
-        pytest.fail("forked child hung on the optimizer's lock")
+        pytest.fail(f"forked child hung in {target.__name__}")
     assert child.exitcode == 0
-    assert queue.get(timeout=5) < 1.0
+    return float(queue.get(timeout=5))
+
+
+def test_forked_child_steps_without_hanging() -> None:
+    rmsprop.set_num_threads(2)
+    # The parent goes parallel first, so libgomp's pool exists when we fork.
+    big = np.ones(1_000_000, np.float32)
+    RMSprop([big]).step([np.ones_like(big)])
+    assert run_forked(_step_in_child) == pytest.approx(big[0])
+
+
+def test_forked_child_can_step_an_optimizer_the_parent_was_stepping() -> None:
+    """fork() while another parent thread is inside opt.step() copies the optimizer's lock in
+    its held state; the child must get a fresh one, not wait forever. The lock is held here
+    directly, which is exactly what the child inherits in that race."""
+    p = np.ones(1000, np.float32)
+    opt = RMSprop([p])
+    assert run_forked(_step_shared_optimizer_in_child, opt, hold=opt._lock) < 1.0
     assert p[0] == 1.0  # the child's step changed the child's copy only
