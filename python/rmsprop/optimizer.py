@@ -171,8 +171,8 @@ class RMSprop:
     framework.
 
     Args:
-        params: a list of float32/float64 arrays, or a list of dicts (param groups)
-            ``{"params": [...], **hyper_parameter_overrides}``.
+        params: a list of float32, float64, float16 or bfloat16 arrays, or a list of dicts
+            (param groups) ``{"params": [...], **hyper_parameter_overrides}``.
         lr: learning rate η.
         alpha: smoothing constant α of the squared-gradient average (Keras/TF call it rho).
         eps: ε, added to the denominator for numerical stability.
