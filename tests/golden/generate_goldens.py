@@ -195,6 +195,14 @@ def case(
     return out
 
 
+def stepped_case(
+    name: str, kwargs: dict[str, Any], seed: int, dtype: Any, run: Callable[..., Any], **extra: Any
+) -> dict[str, Any]:
+    """A case on ``inputs(seed, dtype)``, stepped by a framework's ``run(p0, grads, kwargs)``."""
+    p0, grads = inputs(seed, dtype)
+    return case(name, kwargs, p0, grads, run(p0, grads, kwargs), **extra)
+
+
 def schedule_lrs(initial: float, rate: float, steps: int = STEPS) -> list[float]:
     return [initial * rate**k for k in range(steps)]
 
@@ -248,8 +256,7 @@ def torch_cases() -> tuple[str, list[dict[str, Any]]]:
         ),
     ]
     for seed, (name, kwargs, dtype) in enumerate(specs, start=100):
-        p0, grads = inputs(seed, dtype)
-        cases.append(case(name, kwargs, p0, grads, run(p0, grads, kwargs)))
+        cases.append(stepped_case(name, kwargs, seed, dtype, run))
     lrs = schedule_lrs(0.01, 0.7)
     p0, grads = inputs(120, np.float32)
     kw = {"lr": lrs[0], "momentum": 0.9}
@@ -296,8 +303,7 @@ def keras_cases() -> tuple[str, list[dict[str, Any]]]:
         ),
     ]
     for seed, (name, kwargs) in enumerate(specs, start=200):
-        p0, grads = inputs(seed, np.float32)
-        cases.append(case(name, kwargs, p0, grads, run(p0, grads, kwargs)))
+        cases.append(stepped_case(name, kwargs, seed, np.float32, run))
     # lr schedule: ExponentialDecay(0.01, 1, 0.7) evaluated at iterations 0, 1, ...
     schedule = keras.optimizers.schedules.ExponentialDecay(0.01, decay_steps=1, decay_rate=0.7)
     lrs = [float(np.float32(keras.ops.convert_to_numpy(schedule(k)))) for k in range(STEPS)]
@@ -368,8 +374,7 @@ def tf1_cases() -> tuple[str, list[dict[str, Any]]]:
         ("decay-eps", {"learning_rate": 0.01, "decay": 0.5, "epsilon": 1e-2}, np.float32),
     ]
     for seed, (name, kwargs, dtype) in enumerate(specs, start=300):
-        p0, grads = inputs(seed, dtype)
-        cases.append(case(name, kwargs, p0, grads, run(p0, grads, kwargs)))
+        cases.append(stepped_case(name, kwargs, seed, dtype, run))
     lrs = [float(np.float32(x)) for x in schedule_lrs(0.01, 0.7)]
     p0, grads = inputs(320, np.float32)
     kw = {"learning_rate": lrs[0], "momentum": 0.9}
@@ -434,8 +439,7 @@ def optax_cases() -> tuple[str, list[dict[str, Any]]]:
     # v̂ − ĝ² is exactly 0 and the result is rounding noise over √ε in any implementation.
     specs = [s for s in specs if set(s[1]) <= accepted]
     for seed, (name, kwargs, dtype) in enumerate(specs, start=400):
-        p0, grads = inputs(seed, dtype)
-        cases.append(case(name, kwargs, p0, grads, run(p0, grads, kwargs)))
+        cases.append(stepped_case(name, kwargs, seed, dtype, run))
     schedule = optax.exponential_decay(0.01, transition_steps=1, decay_rate=0.7)
     lrs = [float(np.float32(schedule(k))) for k in range(STEPS)]
     p0, grads = inputs(420, np.float32)
@@ -469,8 +473,7 @@ def optax_cases() -> tuple[str, list[dict[str, Any]]]:
         ]
         for seed, (name, kwargs) in enumerate(specs64, start=440):
             if set(kwargs) <= accepted:
-                p0, grads = inputs(seed, np.float64)
-                cases.append(case(name, kwargs, p0, grads, run(p0, grads, kwargs)))
+                cases.append(stepped_case(name, kwargs, seed, np.float64, run))
     return f"{optax.__version__} (jax {jax.__version__})", cases
 
 
@@ -480,7 +483,9 @@ def optax_cases() -> tuple[str, list[dict[str, Any]]]:
 def seed_cases() -> tuple[str, list[dict[str, Any]]]:
     """The textbook rule, written out independently in float64 (not a framework)."""
 
-    def run(p0, grads, lr=1e-3, alpha=0.9, eps=1e-8):
+    def run(p0, grads, kwargs):
+        hyper = {"lr": 1e-3, "alpha": 0.9, "eps": 1e-8, **kwargs}  # the seed preset's defaults
+        lr, alpha, eps = hyper["lr"], hyper["alpha"], hyper["eps"]
         theta = p0.astype(np.float64)
         mean_sq = np.zeros_like(theta)
         out = []
@@ -497,10 +502,9 @@ def seed_cases() -> tuple[str, list[dict[str, Any]]]:
         ("default-float64", {}, np.float64),
         ("lr-alpha-eps", {"lr": 0.01, "alpha": 0.95, "eps": 1e-6}, np.float32),
     ]
+    note = "computed in float64 from the given (float32 or float64) inputs"
     for seed, (name, kwargs, dtype) in enumerate(specs, start=500):
-        p0, grads = inputs(seed, dtype)
-        note = "computed in float64 from the given (float32 or float64) inputs"
-        cases.append(case(name, kwargs, p0, grads, run(p0, grads, **kwargs), note=note))
+        cases.append(stepped_case(name, kwargs, seed, dtype, run, note=note))
     return "textbook formula, NumPy float64", cases
 
 
