@@ -234,24 +234,26 @@ bool as_bool(py::handle obj, const char* name) {
                        std::string(py::repr(obj)));
 }
 
-// A Python or NumPy integer (not a bool) in [0, kMaxStep]: the step count of a state or of the
-// functional API. The bound keeps step + 1 and alpha^step well defined. `name` is a callable,
-// called only to word an error: this runs for every tensor of every step.
+// obj as a Python int if it is a Python or NumPy integer (not a bool), else a null object.
+py::object python_int(py::handle obj) {
+  PyObject* ptr = obj.ptr();
+  if (PyLong_CheckExact(ptr)) return py::reinterpret_borrow<py::object>(obj);
+  if (PyBool_Check(ptr) || !PyIndex_Check(ptr)) return {};
+  auto index = py::reinterpret_steal<py::object>(PyNumber_Index(ptr));
+  if (!index) PyErr_Clear();
+  return index;
+}
+
+// A step count in [0, kMaxStep] (of a state or of the functional API). The bound keeps
+// step + 1 and alpha^step well defined. `name` is a callable, called only to word an error:
+// this runs for every tensor of every step.
 constexpr long long kMaxStep = 1LL << 62;
 template <class Name>
 long long as_step(py::handle obj, const Name& name) {
-  py::object index;
-  PyObject* integer = obj.ptr();
-  if (!PyLong_CheckExact(integer)) {
-    if (PyBool_Check(integer) || !PyIndex_Check(integer)) {
-      throw py::type_error(name() + " must be an int, got " + describe_type(obj));
-    }
-    index = py::reinterpret_steal<py::object>(PyNumber_Index(integer));  // NumPy integers
-    if (!index) throw py::error_already_set();
-    integer = index.ptr();
-  }
+  const py::object integer = python_int(obj);
+  if (!integer) throw py::type_error(name() + " must be an int, got " + describe_type(obj));
   int overflow = 0;
-  const long long step = PyLong_AsLongLongAndOverflow(integer, &overflow);
+  const long long step = PyLong_AsLongLongAndOverflow(integer.ptr(), &overflow);
   if (overflow != 0 || step < 0 || step > kMaxStep) {
     throw py::value_error(name() + " must be in [0, 2**62], got " + std::string(py::repr(obj)));
   }
@@ -319,10 +321,7 @@ Options options_from(py::handle source) {
   o.grad_scale = as_double(item(12), "grad_scale");
   o.stochastic_rounding = as_bool(item(13), "stochastic_rounding");
   const py::handle seed = item(14);
-  py::object seed_int;
-  if (!PyBool_Check(seed.ptr()) && PyIndex_Check(seed.ptr())) {
-    seed_int = py::reinterpret_steal<py::object>(PyNumber_Index(seed.ptr()));  // NumPy ints too
-  }
+  const py::object seed_int = python_int(seed);
   o.rounding_seed = seed_int ? PyLong_AsUnsignedLongLong(seed_int.ptr()) : 0;
   if (!seed_int || PyErr_Occurred()) {
     PyErr_Clear();
