@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 import threading
 import weakref
@@ -12,63 +11,23 @@ from typing import Any
 import numpy as np
 
 from . import _core
-from .functional import DEFAULT_OPTIONS, OPTION_NAMES
+from ._buffers import (
+    STATE_KEYS,
+    aligned_copy,
+    aligned_full,
+    is_float_array,
+    is_sixteen_bit,
+    state_dtype,
+)
+from ._checkpoint import load_into, pack_state_dict
+from ._options import PRESETS, UNSET, check_group_options, resolve_defaults
+from .functional import OPTION_NAMES
 
 __all__ = ["PRESETS", "RMSprop"]
 
 # What _core.step_optimizer reports.
 _APPLIED, _STATE_MISSING, _SKIPPED_NONFINITE = 0, 1, 2
-_STATE_ALIGNMENT = 64  # bytes: one cache line, the unit the threads split work by
-_STATE_KEYS = ("square_avg", "momentum_buffer", "grad_avg", "master_param")
-_MAX_STEP = 2**62  # the core's bound on a step count
 
-
-class _Required:
-    """Marks a preset value the caller must give (TF1 has no default learning rate)."""
-
-    def __repr__(self) -> str:
-        return "<required>"
-
-
-class _Unset:
-    """Default of every keyword of RMSprop: lets a preset fill what the caller did not pass."""
-
-    def __repr__(self) -> str:
-        return "<default>"
-
-
-_REQUIRED: Any = _Required()
-_UNSET: Any = _Unset()
-
-#: Hyper-parameters each preset changes from torch's defaults (SPEC §2, README table).
-PRESETS: dict[str, dict[str, Any]] = {
-    "torch": {},
-    "keras": {
-        "lr": 1e-3,
-        "alpha": 0.9,
-        "eps": 1e-7,
-        "eps_in_sqrt": True,
-        "lr_in_momentum": True,
-        "decoupled_weight_decay": True,
-    },
-    "tf1": {
-        "lr": _REQUIRED,
-        "alpha": 0.9,
-        "eps": 1e-10,
-        "eps_in_sqrt": True,
-        "lr_in_momentum": True,
-        "initial_square_avg": 1.0,
-    },
-    "optax": {"alpha": 0.9, "eps": 1e-8, "eps_in_sqrt": True, "lr_in_momentum": True},
-    "seed": {"lr": 1e-3, "alpha": 0.9, "eps": 1e-8, "eps_in_sqrt": True},
-}
-
-_GROUP_DEFAULTS: dict[str, Any] = {
-    **DEFAULT_OPTIONS,
-    "initial_square_avg": 0.0,
-    "master_weights": False,
-}
-_GROUP_KEYS = tuple(_GROUP_DEFAULTS)
 
 # Every live optimizer, so that a child forked while another thread of the parent held an
 # optimizer's lock (inside step()) gets a fresh lock instead of one that is never released.
@@ -82,84 +41,6 @@ def _fresh_locks_after_fork() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_fresh_locks_after_fork)
-
-
-def _is_flag(value: Any) -> bool:
-    """What the core accepts for an on/off option: True/False, numpy.bool_, or the ints 0/1."""
-    return isinstance(value, (bool, np.bool_)) or (type(value) is int and value in (0, 1))
-
-
-def _resolve_defaults(preset: str | None, explicit: Mapping[str, Any]) -> dict[str, Any]:
-    if preset is None:
-        preset = "torch"
-    if preset not in PRESETS:
-        raise ValueError(f"preset must be one of {sorted(PRESETS)} or None, got {preset!r}")
-    defaults = {**_GROUP_DEFAULTS, **PRESETS[preset], **explicit}
-    missing = [name for name, value in defaults.items() if value is _REQUIRED]
-    if missing:
-        raise ValueError(f"preset {preset!r} has no default for {', '.join(missing)}; pass it")
-    return defaults
-
-
-def _check_group_options(group: Mapping[str, Any], where: str) -> None:
-    """Refuse invalid hyper-parameters with the core's own checks, naming the group."""
-    missing = [key for key in _GROUP_KEYS if key not in group]
-    if missing:
-        raise ValueError(f"{where}: missing hyper-parameter {', '.join(map(repr, missing))}")
-    try:
-        _core.validate_options(dict(group))
-    except (TypeError, ValueError) as exc:
-        raise type(exc)(f"{where}: {exc}") from None
-    initial = group["initial_square_avg"]
-    if isinstance(initial, (bool, np.bool_)) or not isinstance(initial, (int, float, np.number)):
-        raise TypeError(
-            f"{where}: initial_square_avg must be a real number, got {type(initial).__name__}"
-        )
-    if not (math.isfinite(initial) and initial >= 0.0):
-        raise ValueError(f"{where}: initial_square_avg must be a finite number >= 0, got {initial}")
-    if not _is_flag(group["master_weights"]):
-        raise TypeError(
-            f"{where}: master_weights must be True or False, got "
-            f"{type(group['master_weights']).__name__}"
-        )
-
-
-def _aligned_full(like: np.ndarray, fill: float, dtype: Any = None) -> np.ndarray:
-    """A state buffer shaped like ``like``, cache-line aligned, filled with ``fill``.
-
-    Allocated through NumPy so that large buffers get the transparent huge pages NumPy asks
-    for, like the user's own arrays.
-    """
-    dtype = np.dtype(like.dtype if dtype is None else dtype)
-    nbytes = like.size * dtype.itemsize
-    raw = np.zeros(nbytes + _STATE_ALIGNMENT, dtype=np.uint8)
-    offset = -raw.__array_interface__["data"][0] % _STATE_ALIGNMENT
-    buffer: np.ndarray = raw[offset : offset + nbytes].view(dtype).reshape(like.shape)
-    if fill != 0.0:
-        buffer.fill(fill)
-    return buffer
-
-
-def _aligned_copy(array: np.ndarray) -> np.ndarray:
-    out = _aligned_full(array, 0.0)
-    np.copyto(out, array)
-    return out
-
-
-def _is_sixteen_bit(dtype: np.dtype) -> bool:
-    return dtype.itemsize == 2 and (dtype.kind == "f" or dtype.name == "bfloat16")
-
-
-def _is_float_array(obj: Any) -> bool:
-    """float32/float64/float16 or ml_dtypes.bfloat16: what the core accepts as a param."""
-    return isinstance(obj, np.ndarray) and (
-        (obj.dtype.kind == "f" and obj.dtype.itemsize in (2, 4, 8)) or _is_sixteen_bit(obj.dtype)
-    )
-
-
-def _state_dtype(param: np.ndarray) -> np.dtype:
-    """Float32 state for 16-bit params (their math runs in float32), else the param's dtype."""
-    return np.dtype(np.float32) if _is_sixteen_bit(param.dtype) else param.dtype
 
 
 class RMSprop:
@@ -220,24 +101,24 @@ class RMSprop:
     def __init__(
         self,
         params: Iterable[np.ndarray | Mapping[str, Any]],
-        lr: float = _UNSET,
-        alpha: float = _UNSET,
-        eps: float = _UNSET,
-        weight_decay: float = _UNSET,
-        momentum: float = _UNSET,
-        centered: bool = _UNSET,
-        maximize: bool = _UNSET,
+        lr: float = UNSET,
+        alpha: float = UNSET,
+        eps: float = UNSET,
+        weight_decay: float = UNSET,
+        momentum: float = UNSET,
+        centered: bool = UNSET,
+        maximize: bool = UNSET,
         *,
-        eps_in_sqrt: bool = _UNSET,
-        lr_in_momentum: bool = _UNSET,
-        nesterov: bool = _UNSET,
-        decoupled_weight_decay: bool = _UNSET,
-        bias_correction: bool = _UNSET,
-        initial_square_avg: float = _UNSET,
-        grad_scale: float = _UNSET,
-        master_weights: bool = _UNSET,
-        stochastic_rounding: bool = _UNSET,
-        rounding_seed: int = _UNSET,
+        eps_in_sqrt: bool = UNSET,
+        lr_in_momentum: bool = UNSET,
+        nesterov: bool = UNSET,
+        decoupled_weight_decay: bool = UNSET,
+        bias_correction: bool = UNSET,
+        initial_square_avg: float = UNSET,
+        grad_scale: float = UNSET,
+        master_weights: bool = UNSET,
+        stochastic_rounding: bool = UNSET,
+        rounding_seed: int = UNSET,
         skip_if_nonfinite: bool = False,
         preset: str | None = None,
     ) -> None:
@@ -260,8 +141,8 @@ class RMSprop:
             "stochastic_rounding": stochastic_rounding,
             "rounding_seed": rounding_seed,
         }
-        explicit = {name: value for name, value in given.items() if value is not _UNSET}
-        self.defaults: dict[str, Any] = _resolve_defaults(preset, explicit)
+        explicit = {name: value for name, value in given.items() if value is not UNSET}
+        self.defaults: dict[str, Any] = resolve_defaults(preset, explicit)
         self.preset = preset
         self.skip_if_nonfinite = bool(skip_if_nonfinite)
         self.param_groups: list[dict[str, Any]] = []
@@ -303,7 +184,7 @@ class RMSprop:
             raise ValueError(f"{where}: 'params' is empty")
         seen = {id(p) for group in self.param_groups for p in group["params"]}
         for k, p in enumerate(params):
-            if not _is_float_array(p):
+            if not is_float_array(p):
                 kind = p.dtype if isinstance(p, np.ndarray) else type(p).__name__
                 raise TypeError(
                     f"{where}: params[{k}] must be a float32, float64, float16 or "
@@ -313,7 +194,7 @@ class RMSprop:
                 raise ValueError(f"{where}: params[{k}] appears more than once in the optimizer")
             seen.add(id(p))
         group = {**self.defaults, **param_group, "params": params}
-        _check_group_options(group, where)
+        check_group_options(group, where)
         self.param_groups.append(group)
         self.state.extend({} for _ in params)
 
@@ -340,7 +221,7 @@ class RMSprop:
                 state = self.state[start + offset]
                 # A param that is not a float array gets nothing: the core then reports the
                 # real problem with it.
-                if grads[start + offset] is None or not _is_float_array(param):
+                if grads[start + offset] is None or not is_float_array(param):
                     continue
                 for key in ("step", *keys):
                     if state.get(key) is not None:
@@ -348,13 +229,13 @@ class RMSprop:
                     if key == "step":
                         state[key] = 0
                     elif key == "master_param":
-                        if not _is_sixteen_bit(param.dtype):
+                        if not is_sixteen_bit(param.dtype):
                             continue  # float32/float64 params are their own master copy
-                        state[key] = _aligned_full(param, 0.0, np.float32)
+                        state[key] = aligned_full(param, 0.0, np.float32)
                         np.copyto(state[key], param.astype(np.float32))
                     else:
                         fill = group["initial_square_avg"] if key == "square_avg" else 0.0
-                        state[key] = _aligned_full(param, fill, _state_dtype(param))
+                        state[key] = aligned_full(param, fill, state_dtype(param))
                     created.append((state, key))
             start += len(params)
 
@@ -395,7 +276,7 @@ class RMSprop:
                 created: list[tuple[dict[str, Any], str]] = []
                 try:
                     for k, group in enumerate(groups):
-                        _check_group_options(group, f"param group {k}")
+                        check_group_options(group, f"param group {k}")
                     self._create_missing_state(grads, created)
                     result = _core.step_optimizer(groups, grads, self.state, False, skip)
                 except BaseException:
@@ -420,22 +301,7 @@ class RMSprop:
             [{hyper-parameters..., "params": [index, ...]}]}``. Indices count params across
             groups. The arrays are copies, so later steps do not change the snapshot.
         """
-        groups = []
-        index = 0
-        for group in self.param_groups:
-            packed = {key: value for key, value in group.items() if key != "params"}
-            packed["params"] = list(range(index, index + len(group["params"])))
-            index += len(group["params"])
-            groups.append(packed)
-        state = {
-            index: {
-                key: value.copy() if isinstance(value, np.ndarray) else value
-                for key, value in entry.items()
-            }
-            for index, entry in enumerate(self.state)
-            if entry
-        }
-        return {"state": state, "param_groups": groups}
+        return pack_state_dict(self.param_groups, self.state)
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Restore a snapshot from :meth:`state_dict` (or torch's layout with NumPy arrays).
@@ -447,124 +313,7 @@ class RMSprop:
         Raises:
             ValueError, TypeError: the snapshot does not fit this optimizer. Nothing changes.
         """
-        if not isinstance(state_dict, Mapping) or not {"state", "param_groups"} <= set(state_dict):
-            raise ValueError("state_dict must be a mapping with 'state' and 'param_groups'")
-        saved_groups = list(state_dict["param_groups"])
-        if len(saved_groups) != len(self.param_groups):
-            raise ValueError(
-                f"state_dict has {len(saved_groups)} param groups, this optimizer has "
-                f"{len(self.param_groups)}"
-            )
-        new_groups = []
-        saved_to_ours: dict[int, int] = {}
-        ours = 0
-        for k, (saved, group) in enumerate(zip(saved_groups, self.param_groups)):
-            if not isinstance(saved, Mapping):
-                raise ValueError(
-                    f"state_dict['param_groups'][{k}] must be a dict, got {type(saved).__name__}"
-                )
-            saved_ids = list(saved.get("params", ()))
-            if len(saved_ids) != len(group["params"]):
-                raise ValueError(
-                    f"param group {k} of state_dict has {len(saved_ids)} params, this "
-                    f"optimizer's has {len(group['params'])}"
-                )
-            for saved_id in saved_ids:
-                saved_to_ours[int(saved_id)] = ours
-                ours += 1
-            merged = {**group, **{key: v for key, v in saved.items() if key != "params"}}
-            merged["params"] = group["params"]
-            _check_group_options(merged, f"param group {k} of state_dict")
-            new_groups.append(merged)
-        group_of = [g for g in new_groups for _ in g["params"]]
-        params = [p for g in new_groups for p in g["params"]]
-        new_state: list[dict[str, Any]] = [{} for _ in params]
-        saved_state = state_dict["state"]
-        if not isinstance(saved_state, Mapping):
-            raise ValueError(
-                "state_dict['state'] must be a dict {param index: state}, got "
-                f"{type(saved_state).__name__}"
-            )
-        for key, entry in saved_state.items():
-            try:
-                index = saved_to_ours[int(key)]
-            except (KeyError, ValueError, TypeError):
-                raise ValueError(f"state_dict['state'] has an entry {key!r} for no param") from None
-            new_state[index] = self._checked_saved_state(
-                index, entry, params[index], group_of[index]
-            )
-        # Everything is valid: from here on nothing can fail.
-        for index, entry in enumerate(new_state):
-            live = self.state[index]
-            restored: dict[str, Any] = {}
-            for key, value in entry.items():
-                if key == "step":
-                    restored[key] = value
-                elif key in live and live[key].shape == value.shape:
-                    np.copyto(live[key], value)
-                    restored[key] = live[key]
-                else:
-                    restored[key] = _aligned_copy(value)
-            self.state[index] = restored
-        for group, merged in zip(self.param_groups, new_groups):
-            group.clear()
-            group.update(merged)
-
-    @staticmethod
-    def _checked_saved_state(
-        index: int, entry: Any, param: np.ndarray, group: Mapping[str, Any]
-    ) -> dict[str, Any]:
-        where = f"state_dict['state'][{index}]"
-        if not isinstance(entry, Mapping):
-            raise ValueError(f"{where} must be a dict, got {type(entry).__name__}")
-        unknown = set(entry) - {"step", *_STATE_KEYS}
-        if unknown:
-            raise ValueError(f"{where} has unknown keys {sorted(unknown)}")
-        step = entry.get("step")
-        if isinstance(step, np.ndarray) and step.shape == ():
-            step = step.item()
-        if isinstance(step, (float, np.floating)) and float(step).is_integer():
-            step = int(step)  # torch keeps the step count in a float tensor
-        if isinstance(step, (bool, np.bool_)) or not isinstance(step, (int, np.integer)):
-            raise ValueError(f"{where}['step'] must be an int, got {type(step).__name__}")
-        if not 0 <= step <= _MAX_STEP:
-            raise ValueError(f"{where}['step'] must be in [0, 2**62], got {step}")
-        required = ["square_avg"]
-        if group["momentum"] > 0:
-            required.append("momentum_buffer")
-        if group["centered"]:
-            required.append("grad_avg")
-        if group["master_weights"] and _is_sixteen_bit(param.dtype):
-            required.append("master_param")
-        missing = [key for key in required if key not in entry]
-        if missing:
-            raise ValueError(
-                f"{where} lacks {', '.join(missing)}, which this configuration (momentum="
-                f"{group['momentum']}, centered={group['centered']}) needs; the state_dict comes "
-                "from a differently configured optimizer"
-            )
-        checked: dict[str, Any] = {"step": int(step)}
-        for key in _STATE_KEYS:
-            if key not in entry:
-                continue
-            value = entry[key]
-            if not isinstance(value, np.ndarray):
-                raise TypeError(
-                    f"{where}['{key}'] must be a numpy.ndarray, got {type(value).__name__}"
-                )
-            if value.dtype != _state_dtype(param):
-                raise TypeError(
-                    f"{where}['{key}'] has dtype {value.dtype}; the state of this "
-                    f"{param.dtype} param is {_state_dtype(param)}"
-                )
-            if value.shape != param.shape:
-                raise ValueError(
-                    f"{where}['{key}'] has shape {value.shape}, the param has {param.shape}"
-                )
-            checked[key] = value
-        return checked
-
-    # ------------------------------------------------------------------ pickle and repr
+        load_into(self.param_groups, self.state, state_dict)
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -577,9 +326,9 @@ class RMSprop:
         _LIVE_OPTIMIZERS.add(self)
         # Unpickled arrays come back with NumPy's default alignment; keep ours.
         for entry in self.state:
-            for key in _STATE_KEYS:
+            for key in STATE_KEYS:
                 if key in entry:
-                    entry[key] = _aligned_copy(entry[key])
+                    entry[key] = aligned_copy(entry[key])
 
     def __repr__(self) -> str:
         lines = [f"{type(self).__name__} ("]

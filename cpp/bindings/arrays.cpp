@@ -1,0 +1,150 @@
+// Array checks of the bindings (see arrays.hpp). Must not contain math.
+#include "arrays.hpp"
+
+#include <string>
+
+namespace rmsprop {
+namespace bindings {
+
+const char* state_key(Role role) {
+  switch (role) {
+    case Role::kSquareAvg:
+      return "square_avg";
+    case Role::kGradAvg:
+      return "grad_avg";
+    case Role::kMomentumBuffer:
+      return "momentum_buffer";
+    case Role::kMasterParam:
+      return "master_param";
+    default:
+      return "";
+  }
+}
+
+std::string describe_type(py::handle obj) { return Py_TYPE(obj.ptr())->tp_name; }
+
+std::string dtype_name(const py::array& a) { return py::str(a.dtype()).cast<std::string>(); }
+
+bool same_shape(const py::array& a, const py::array& b) {
+  if (a.ndim() != b.ndim()) return false;
+  for (py::ssize_t d = 0; d < a.ndim(); ++d) {
+    if (a.shape(d) != b.shape(d)) return false;
+  }
+  return true;
+}
+
+std::string shape_of(const py::array& a) {
+  std::string s = "(";
+  for (py::ssize_t d = 0; d < a.ndim(); ++d) {
+    s += std::to_string(a.shape(d));
+    if (a.ndim() == 1 || d + 1 < a.ndim()) s += ",";
+    if (d + 1 < a.ndim()) s += " ";
+  }
+  return s + ")";
+}
+
+namespace {
+
+// ml_dtypes.bfloat16's scalar type, if ml_dtypes is imported. A bfloat16 array cannot exist
+// without it, so we never import it ourselves (run time needs NumPy only).
+PyObject* bfloat16_type() {
+  static PyObject* type = nullptr;  // a strong reference kept for the process's life
+  if (type == nullptr) {
+    PyObject* module = PyDict_GetItemString(PyImport_GetModuleDict(), "ml_dtypes");
+    if (module != nullptr) {
+      type = PyObject_GetAttrString(module, "bfloat16");
+      if (type == nullptr) PyErr_Clear();
+    }
+  }
+  return type;
+}
+
+// The dtype's descriptor, read directly: a step checks several arrays per param, and creating
+// a py::dtype for each costs more than the check. kind, byteorder and type_num sit at the same
+// place in NumPy 1 and 2.
+const py::detail::PyArrayDescr_Proxy* descr_of(const py::array& a) {
+  return reinterpret_cast<const py::detail::PyArrayDescr_Proxy*>(
+      py::detail::array_proxy(a.ptr())->descr);
+}
+
+}  // namespace
+
+Storage storage_of(const py::array& a) {
+  // NumPy's stable type numbers: NPY_FLOAT, NPY_DOUBLE, NPY_HALF.
+  constexpr int kNpyFloat = 11;
+  constexpr int kNpyDouble = 12;
+  constexpr int kNpyHalf = 23;
+  const auto* descr = descr_of(a);
+  switch (descr->type_num) {
+    case kNpyFloat:
+      return Storage::kFloat32;
+    case kNpyDouble:
+      return Storage::kFloat64;
+    case kNpyHalf:
+      return Storage::kFloat16;
+    default:
+      break;
+  }
+  if (descr->typeobj != nullptr && descr->typeobj == bfloat16_type()) return Storage::kBfloat16;
+  return Storage::kUnsupported;
+}
+
+py::array checked_array(py::handle obj, const Origin& origin, const Namer& namer,
+                        const py::array* param) {
+  const auto name_of = [&] { return namer(origin.role, origin.index); };
+  const auto param_name_of = [&] { return namer(Role::kParam, origin.index); };
+  if (!py::isinstance<py::array>(obj)) {
+    throw py::type_error(name_of() + " must be a numpy.ndarray, got " + describe_type(obj));
+  }
+  auto a = py::reinterpret_borrow<py::array>(obj);
+  const auto& api = py::detail::npy_api::get();
+  const int flags = py::detail::array_proxy(a.ptr())->flags;
+  const Storage storage = storage_of(a);
+  if (storage == Storage::kUnsupported) {
+    throw py::type_error(name_of() + " has dtype " + dtype_name(a) +
+                         "; rmsprop supports float32, float64, float16 and "
+                         "ml_dtypes.bfloat16 arrays");
+  }
+  if (descr_of(a)->byteorder == '>') {
+    throw py::value_error(name_of() + " is not in native byte order; convert it with "
+                                      "arr.astype(arr.dtype.newbyteorder('='))");
+  }
+  if (param != nullptr) {
+    const Storage param_storage = storage_of(*param);
+    // State of a 16-bit param is float32; everything else matches the param.
+    const bool is_state = origin.role != Role::kGrad;
+    const Storage expected =
+        is_state && sixteen_bit(param_storage) ? Storage::kFloat32 : param_storage;
+    if (storage != expected) {
+      if (expected == param_storage) {
+        throw py::type_error(name_of() + " has dtype " + dtype_name(a) + " but " +
+                             param_name_of() + " has dtype " + dtype_name(*param) +
+                             "; they must match");
+      }
+      throw py::type_error(name_of() + " has dtype " + dtype_name(a) + "; the state of a " +
+                           dtype_name(*param) + " param is float32");
+    }
+  }
+  if (param != nullptr && !same_shape(a, *param)) {
+    throw py::value_error(name_of() + " has shape " + shape_of(a) + " but " + param_name_of() +
+                          " has shape " + shape_of(*param) + "; they must match");
+  }
+  const bool written = origin.role != Role::kGrad;
+  if (!(flags & api.NPY_ARRAY_C_CONTIGUOUS_)) {
+    throw py::value_error(name_of() + " is not C-contiguous; rmsprop updates arrays in place and "
+                                 "never copies. Pass a contiguous array (np.ascontiguousarray) "
+                                 "and keep that array as the parameter");
+  }
+  if (!(flags & api.NPY_ARRAY_ALIGNED_)) {
+    throw py::value_error(name_of() + " is not aligned to its element size; allocate it with NumPy "
+                                 "(np.empty/np.zeros) or copy it once before training");
+  }
+  if (written && !(flags & api.NPY_ARRAY_WRITEABLE_)) {
+    throw py::value_error(name_of() + " is read-only; rmsprop updates it in place, so it must be "
+                                 "writeable (arr.flags.writeable = True, or pass a copy you keep)");
+  }
+  return a;
+}
+
+}  // namespace bindings
+}  // namespace rmsprop

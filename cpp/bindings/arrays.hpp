@@ -1,0 +1,73 @@
+// Turning Python objects into arrays the core may update in place: dtype and layout checks and
+// the names errors use. Shared by the binding files. Must not contain math.
+#pragma once
+
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <string>
+
+namespace rmsprop {
+namespace bindings {
+
+namespace py = pybind11;
+
+enum class Role { kParam, kGrad, kSquareAvg, kGradAvg, kMomentumBuffer, kMasterParam };
+
+const char* state_key(Role role);
+
+// Names an array the way the caller passed it: "params[3]" and "state[3]['square_avg']" from
+// the optimizer, "param" and "momentum_buffer" from the functional API.
+struct Namer {
+  bool functional;
+  std::string operator()(Role role, long long index) const {
+    if (functional) {
+      switch (role) {
+        case Role::kParam:
+          return "param";
+        case Role::kGrad:
+          return "grad";
+        default:
+          return state_key(role);
+      }
+    }
+    const std::string i = "[" + std::to_string(index) + "]";
+    switch (role) {
+      case Role::kParam:
+        return "params" + i;
+      case Role::kGrad:
+        return "grads" + i;
+      default:
+        return "state" + i + "['" + state_key(role) + "']";
+    }
+  }
+};
+
+// Where an array came from; turned into a name only when a message needs one.
+struct Origin {
+  Role role;
+  long long index;
+};
+
+std::string describe_type(py::handle obj);
+std::string dtype_name(const py::array& a);
+bool same_shape(const py::array& a, const py::array& b);
+std::string shape_of(const py::array& a);
+
+enum class Storage { kUnsupported, kFloat32, kFloat64, kFloat16, kBfloat16 };
+
+Storage storage_of(const py::array& a);
+inline bool sixteen_bit(Storage s) { return s == Storage::kFloat16 || s == Storage::kBfloat16; }
+
+// The refusals of SPEC §4 for one array. `param` is null when checking the param itself; else
+// obj must match its shape, and its dtype (or be float32 state of a 16-bit param).
+py::array checked_array(py::handle obj, const Origin& origin, const Namer& namer,
+                        const py::array* param);
+
+template <class T>
+T* data_of(const py::array& a) {
+  return reinterpret_cast<T*>(py::detail::array_proxy(a.ptr())->data);
+}
+
+}  // namespace bindings
+}  // namespace rmsprop

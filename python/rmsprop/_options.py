@@ -1,0 +1,103 @@
+"""Hyper-parameter defaults, framework presets and group checks of :class:`rmsprop.RMSprop`.
+
+Shared by every front-end (NumPy class, torch adapter, MPI sharder). No arrays, no math.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from . import _core
+from .functional import DEFAULT_OPTIONS
+
+
+class _Required:
+    """Marks a preset value the caller must give (TF1 has no default learning rate)."""
+
+    def __repr__(self) -> str:
+        return "<required>"
+
+
+class _Unset:
+    """Default of every keyword of RMSprop: lets a preset fill what the caller did not pass."""
+
+    def __repr__(self) -> str:
+        return "<default>"
+
+
+REQUIRED: Any = _Required()
+UNSET: Any = _Unset()
+
+#: Hyper-parameters each preset changes from torch's defaults (SPEC §2, README table).
+PRESETS: dict[str, dict[str, Any]] = {
+    "torch": {},
+    "keras": {
+        "lr": 1e-3,
+        "alpha": 0.9,
+        "eps": 1e-7,
+        "eps_in_sqrt": True,
+        "lr_in_momentum": True,
+        "decoupled_weight_decay": True,
+    },
+    "tf1": {
+        "lr": REQUIRED,
+        "alpha": 0.9,
+        "eps": 1e-10,
+        "eps_in_sqrt": True,
+        "lr_in_momentum": True,
+        "initial_square_avg": 1.0,
+    },
+    "optax": {"alpha": 0.9, "eps": 1e-8, "eps_in_sqrt": True, "lr_in_momentum": True},
+    "seed": {"lr": 1e-3, "alpha": 0.9, "eps": 1e-8, "eps_in_sqrt": True},
+}
+
+GROUP_DEFAULTS: dict[str, Any] = {
+    **DEFAULT_OPTIONS,
+    "initial_square_avg": 0.0,
+    "master_weights": False,
+}
+GROUP_KEYS = tuple(GROUP_DEFAULTS)
+
+
+def is_flag(value: Any) -> bool:
+    """What the core accepts for an on/off option: True/False, numpy.bool_, or the ints 0/1."""
+    return isinstance(value, (bool, np.bool_)) or (type(value) is int and value in (0, 1))
+
+
+def resolve_defaults(preset: str | None, explicit: Mapping[str, Any]) -> dict[str, Any]:
+    if preset is None:
+        preset = "torch"
+    if preset not in PRESETS:
+        raise ValueError(f"preset must be one of {sorted(PRESETS)} or None, got {preset!r}")
+    defaults = {**GROUP_DEFAULTS, **PRESETS[preset], **explicit}
+    missing = [name for name, value in defaults.items() if value is REQUIRED]
+    if missing:
+        raise ValueError(f"preset {preset!r} has no default for {', '.join(missing)}; pass it")
+    return defaults
+
+
+def check_group_options(group: Mapping[str, Any], where: str) -> None:
+    """Refuse invalid hyper-parameters with the core's own checks, naming the group."""
+    missing = [key for key in GROUP_KEYS if key not in group]
+    if missing:
+        raise ValueError(f"{where}: missing hyper-parameter {', '.join(map(repr, missing))}")
+    try:
+        _core.validate_options(dict(group))
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"{where}: {exc}") from None
+    initial = group["initial_square_avg"]
+    if isinstance(initial, (bool, np.bool_)) or not isinstance(initial, (int, float, np.number)):
+        raise TypeError(
+            f"{where}: initial_square_avg must be a real number, got {type(initial).__name__}"
+        )
+    if not (math.isfinite(initial) and initial >= 0.0):
+        raise ValueError(f"{where}: initial_square_avg must be a finite number >= 0, got {initial}")
+    if not is_flag(group["master_weights"]):
+        raise TypeError(
+            f"{where}: master_weights must be True or False, got "
+            f"{type(group['master_weights']).__name__}"
+        )
