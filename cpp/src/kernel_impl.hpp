@@ -119,16 +119,17 @@ void update_range(const Variant& variant, const Coefficients<StateT<P>>& coeffic
   const Broadcast<W, T> wide(coefficients);
   const bool stochastic = std::is_same_v<P, bfloat16> && variant.stochastic;
   alignas(64) std::uint32_t noise[W::kLanes];
+  const std::uint64_t key = coefficients.rounding_key;
   std::size_t i = begin;
   for (; i + W::kLanes <= end; i += W::kLanes) {
-    if (stochastic) fill_noise<W::kLanes>(coefficients.rounding_key, i, noise);
+    if (stochastic) fill_noise<W::kLanes>(key, tensor.index_offset + i, noise);
     update_lanes<kCentered, kMomentum, kWeightDecay, kEpsInSqrt, kUnscale>(
         wide, tensor, i, stochastic ? noise : nullptr);
   }
   if (i < end) {
     const Broadcast<S, T> scalar(coefficients);
     for (; i < end; ++i) {
-      if (stochastic) fill_noise<1>(coefficients.rounding_key, i, noise);
+      if (stochastic) fill_noise<1>(key, tensor.index_offset + i, noise);
       update_lanes<kCentered, kMomentum, kWeightDecay, kEpsInSqrt, kUnscale>(
           scalar, tensor, i, stochastic ? noise : nullptr);
     }

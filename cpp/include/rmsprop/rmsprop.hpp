@@ -58,6 +58,10 @@ struct TensorSpan {
   std::size_t size = 0;
   std::int64_t step = 1;
   std::uint64_t rounding_stream = 0;  // distinguishes tensors' stochastic-rounding noise
+  // Index of element 0 of this span within its whole tensor. Stochastic-rounding noise is keyed
+  // on the whole-tensor index, so a tensor stepped in pieces (a shard, a set of rows) gets the
+  // same bits as when stepped whole.
+  std::uint64_t index_offset = 0;
 };
 
 // One fused RMSProp step over every tensor of the list: each element of param, grad and state is
