@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import sys
 import threading
+import warnings
 import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -20,13 +22,43 @@ from ._buffers import (
     state_dtype,
 )
 from ._checkpoint import load_into, pack_state_dict
-from ._options import PRESETS, UNSET, check_group_options, resolve_defaults
+from ._options import (
+    GROUP_KEYS,
+    PRESETS,
+    UNSET,
+    check_group_options,
+    resolve_defaults,
+    unknown_keywords_error,
+)
 from .functional import OPTION_NAMES
 
 __all__ = ["PRESETS", "RMSprop"]
 
 # What _core.step_optimizer reports.
 _APPLIED, _STATE_MISSING, _SKIPPED_NONFINITE = 0, 1, 2
+
+# Iterables that are never a list of gradients (a dict would iterate over its keys).
+_NOT_GRAD_LISTS = (Mapping, str, bytes, set, frozenset)
+
+# A buffer (or step count) added to a state for a step: (the state, its key, the step count
+# the core sees there before the step).
+_Created = tuple[dict[str, Any], str, Any]
+
+
+def _reference_counts(arrays: list[np.ndarray]) -> list[int]:
+    return [sys.getrefcount(array) for array in arrays]
+
+
+def _take_back_unless_applied(created: list[_Created]) -> None:
+    """Remove what a step created, unless the core applied the step.
+
+    The core sets the step count of every stepped state together with the update, so a count
+    that moved means the update is in the params and the new buffers must stay.
+    """
+    if any(state.get("step", 0) != before for state, _, before in created):
+        return
+    for state, key, _ in created:
+        state.pop(key, None)
 
 
 # Every live optimizer, so that a child forked while another thread of the parent held an
@@ -121,7 +153,11 @@ class RMSprop:
         rounding_seed: int = UNSET,
         skip_if_nonfinite: bool = False,
         preset: str | None = None,
+        **unknown: Any,
     ) -> None:
+        if unknown:
+            known = [*GROUP_KEYS, "skip_if_nonfinite", "preset"]
+            raise unknown_keywords_error(unknown, known)
         given = {
             "lr": lr,
             "alpha": alpha,
@@ -148,6 +184,7 @@ class RMSprop:
         self.param_groups: list[dict[str, Any]] = []
         self.state: list[dict[str, Any]] = []
         self._lock = threading.Lock()
+        self._unpickled = False
         _LIVE_OPTIMIZERS.add(self)
         if isinstance(params, (np.ndarray, Mapping)):
             raise TypeError(
@@ -198,14 +235,13 @@ class RMSprop:
         self.param_groups.append(group)
         self.state.extend({} for _ in params)
 
-    def _create_missing_state(
-        self, grads: Sequence[Any], created: list[tuple[dict[str, Any], str]]
-    ) -> None:
+    def _create_missing_state(self, grads: Sequence[Any], created: list[_Created]) -> None:
         """Give every param stepped now the buffers its group's options need.
 
         Buffers appear on a param's first step, or when an option that needs one (centered,
-        momentum) is switched on later. Appends what it adds to ``created`` as it goes, so
-        that a refused step can take it back even if this fails halfway.
+        momentum) is switched on later. Each buffer is recorded in ``created`` (with the step
+        count the core will see) before it enters the state, so that a refused or interrupted
+        step can take back everything added, wherever it stopped.
         """
         start = 0
         for group in self.param_groups:
@@ -226,17 +262,19 @@ class RMSprop:
                 for key in ("step", *keys):
                     if state.get(key) is not None:
                         continue
+                    value: Any
                     if key == "step":
-                        state[key] = 0
+                        value = 0
                     elif key == "master_param":
                         if not is_sixteen_bit(param.dtype):
                             continue  # float32/float64 params are their own master copy
-                        state[key] = aligned_full(param, 0.0, np.float32)
-                        np.copyto(state[key], param.astype(np.float32))
+                        value = aligned_full(param, 0.0, np.float32)
+                        np.copyto(value, param.astype(np.float32))
                     else:
                         fill = group["initial_square_avg"] if key == "square_avg" else 0.0
-                        state[key] = aligned_full(param, fill, state_dtype(param))
-                    created.append((state, key))
+                        value = aligned_full(param, fill, state_dtype(param))
+                    created.append((state, key, 0 if key == "step" else state["step"]))
+                    state[key] = value
             start += len(params)
 
     # ------------------------------------------------------------------ the step
@@ -260,36 +298,70 @@ class RMSprop:
         after the other.
         """
         if type(grads) is not list and not isinstance(grads, (tuple, np.ndarray)):
-            if not isinstance(grads, Iterable):
+            if isinstance(grads, _NOT_GRAD_LISTS) or not isinstance(grads, Iterable):
                 raise TypeError(
-                    "grads must be a list with one gradient per param (None skips one), got "
-                    f"{type(grads).__name__}"
+                    "grads must be a list with one gradient per param, in param-group order "
+                    f"(None skips one), got {type(grads).__name__}"
+                    + (
+                        " (build the list from it: [grads[name] for name in names])"
+                        if isinstance(grads, Mapping)
+                        else ""
+                    )
                 )
             grads = list(grads)  # any other iterable; the core refuses a lone ndarray
+        if self._unpickled:
+            self._warn_if_detached()
         groups = self.param_groups
         skip = self.skip_if_nonfinite
         with self._lock:
             result = _core.step_optimizer(groups, grads, self.state, True, skip)
             if result == _STATE_MISSING:
-                # A param is stepped for the first time (or an option now needs a new buffer).
-                # Groups are checked first: buffers are sized and filled from their options.
-                created: list[tuple[dict[str, Any], str]] = []
-                try:
-                    for k, group in enumerate(groups):
-                        check_group_options(group, f"param group {k}")
-                    self._create_missing_state(grads, created)
-                    result = _core.step_optimizer(groups, grads, self.state, False, skip)
-                except BaseException:
-                    self._remove(created)
-                    raise
-                if result == _SKIPPED_NONFINITE:
-                    self._remove(created)
+                result = self._step_creating_state(grads, skip)
         return result == _APPLIED if skip else None
 
-    @staticmethod
-    def _remove(created: list[tuple[dict[str, Any], str]]) -> None:
-        for state, key in created:
-            del state[key]
+    def _step_creating_state(self, grads: Sequence[Any], skip: bool) -> int:
+        """The step when a param needs new buffers (its first step, or momentum switched on).
+
+        Atomic with respect to exceptions, including asynchronous ones (KeyboardInterrupt from
+        a signal handler) landing anywhere in here: the core applies the update and sets the
+        step counts in one C call that runs no Python code, so whether it applied can be read
+        from the step counts afterwards. If it did not, everything created is taken back.
+        """
+        created: list[_Created] = []
+        try:
+            # Groups are checked first: buffers are sized and filled from their options.
+            for k, group in enumerate(self.param_groups):
+                check_group_options(group, f"param group {k}")
+            self._create_missing_state(grads, created)
+            result: int = _core.step_optimizer(self.param_groups, grads, self.state, False, skip)
+        finally:
+            # Twice, so that a second interrupt landing in the first clean-up still leaves it
+            # done (the clean-up is idempotent).
+            try:
+                _take_back_unless_applied(created)
+            finally:
+                _take_back_unless_applied(created)
+        return result
+
+    def _warn_if_detached(self) -> None:
+        """Warn once if an unpickled optimizer updates params that nobody else holds."""
+        self._unpickled = False
+        params = [p for group in self.param_groups for p in group["params"]]
+        # What a count is for an array nobody else holds: measured, not assumed, because
+        # interpreters count the references of a call's own frame differently.
+        alone = _reference_counts([np.empty(0)])[0]
+        # A param nobody else holds is in two lists: its group's and ``params``.
+        detached = [k for k, count in enumerate(_reference_counts(params)) if count <= alone + 1]
+        if detached:
+            warnings.warn(
+                f"this RMSprop was unpickled and params {detached} are held by nothing but the "
+                "optimizer: its steps update its own copies of them, not your arrays. Unpickle "
+                "your arrays and the optimizer together (one pickle of both), or build RMSprop "
+                "on your arrays and call load_state_dict() with the saved state_dict(); "
+                "optimizer.param_groups[k]['params'] holds the arrays it updates",
+                UserWarning,
+                stacklevel=3,
+            )
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -299,35 +371,54 @@ class RMSprop:
         Returns:
             ``{"state": {index: {"step": int, "square_avg": ndarray, ...}}, "param_groups":
             [{hyper-parameters..., "params": [index, ...]}]}``. Indices count params across
-            groups. The arrays are copies, so later steps do not change the snapshot.
+            groups. The arrays are copies, so later steps do not change the snapshot, and it
+            is taken under the optimizer's lock: a step running in another thread lands
+            wholly before or wholly after it.
         """
-        return pack_state_dict(self.param_groups, self.state)
+        with self._lock:
+            return pack_state_dict(self.param_groups, self.state)
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Restore a snapshot from :meth:`state_dict` (or torch's layout with NumPy arrays).
 
         Hyper-parameters come from the snapshot, as in torch. Every group, shape, dtype, step
         count and required buffer is checked before anything changes; arrays are then copied
-        into the live buffers, so views taken from ``state`` stay valid.
+        into the live buffers, so views taken from ``state`` stay valid (a live buffer that was
+        replaced by something unusable, such as None or a read-only array, is replaced by a
+        fresh one). Runs under the optimizer's lock, between steps of other threads.
 
         Raises:
             ValueError, TypeError: the snapshot does not fit this optimizer. Nothing changes.
         """
-        load_into(self.param_groups, self.state, state_dict)
+        with self._lock:
+            load_into(self.param_groups, self.state, state_dict)
 
     def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        del state["_lock"]
+        # Pickle serializes what this returns after it returns, so the state is copied here,
+        # under the lock, or a step in another thread could tear it. Params stay the caller's
+        # arrays, so that one pickle of (arrays, optimizer) restores them shared.
+        with self._lock:
+            state = self.__dict__.copy()
+            state["param_groups"] = [dict(group) for group in self.param_groups]
+            state["state"] = [
+                {
+                    key: value.copy() if isinstance(value, np.ndarray) else value
+                    for key, value in entry.items()
+                }
+                for entry in self.state
+            ]
+        del state["_lock"], state["_unpickled"]
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._lock = threading.Lock()
+        self._unpickled = True
         _LIVE_OPTIMIZERS.add(self)
         # Unpickled arrays come back with NumPy's default alignment; keep ours.
         for entry in self.state:
             for key in STATE_KEYS:
-                if key in entry:
+                if isinstance(entry.get(key), np.ndarray):
                     entry[key] = aligned_copy(entry[key])
 
     def __repr__(self) -> str:
