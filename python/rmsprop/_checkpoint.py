@@ -5,6 +5,7 @@ snapshot passes before anything is loaded. No math.
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -296,4 +297,29 @@ def checked_saved_state(
     return checked
 
 
-# ------------------------------------------------------------------ pickle and repr
+# ------------------------------------------------------------------ pickle
+
+
+def copy_states(states: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The state list with every array copied (what a pickle of the optimizer holds)."""
+    return [
+        {
+            key: value.copy() if isinstance(value, np.ndarray) else value
+            for key, value in entry.items()
+        }
+        for entry in states
+    ]
+
+
+def _reference_counts(arrays: list[np.ndarray]) -> list[int]:
+    return [sys.getrefcount(array) for array in arrays]
+
+
+def detached_params(param_groups: Sequence[Mapping[str, Any]]) -> list[int]:
+    """Indices of the params that nothing but the optimizer's groups holds."""
+    params = [p for group in param_groups for p in group["params"]]
+    # What a count is for an array nobody else holds: measured, not assumed, because
+    # interpreters count the references of a call's own frame differently.
+    alone = _reference_counts([np.empty(0)])[0]
+    # A param nobody else holds is in two lists: its group's and ``params``.
+    return [k for k, count in enumerate(_reference_counts(params)) if count <= alone + 1]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 import threading
 import warnings
 import weakref
@@ -13,15 +12,9 @@ from typing import Any
 import numpy as np
 
 from . import _core
-from ._buffers import (
-    STATE_KEYS,
-    aligned_copy,
-    aligned_full,
-    is_float_array,
-    is_sixteen_bit,
-    state_dtype,
-)
-from ._checkpoint import load_into, pack_state_dict
+from ._buffers import STATE_KEYS, aligned_copy, is_float_array
+from ._checkpoint import copy_states, detached_params, load_into, pack_state_dict
+from ._new_state import Created, create_missing_state, take_back_unless_applied
 from ._options import (
     GROUP_KEYS,
     PRESETS,
@@ -39,27 +32,6 @@ _APPLIED, _STATE_MISSING, _SKIPPED_NONFINITE = 0, 1, 2
 
 # Iterables that are never a list of gradients (a dict would iterate over its keys).
 _NOT_GRAD_LISTS = (Mapping, str, bytes, set, frozenset)
-
-# A buffer (or step count) added to a state for a step: (the state, its key, the step count
-# the core sees there before the step).
-_Created = tuple[dict[str, Any], str, Any]
-
-
-def _reference_counts(arrays: list[np.ndarray]) -> list[int]:
-    return [sys.getrefcount(array) for array in arrays]
-
-
-def _take_back_unless_applied(created: list[_Created]) -> None:
-    """Remove what a step created, unless the core applied the step.
-
-    The core sets the step count of every stepped state together with the update, so a count
-    that moved means the update is in the params and the new buffers must stay.
-    """
-    if any(state.get("step", 0) != before for state, _, before in created):
-        return
-    for state, key, _ in created:
-        state.pop(key, None)
-
 
 # Every live optimizer, so that a child forked while another thread of the parent held an
 # optimizer's lock (inside step()) gets a fresh lock instead of one that is never released.
@@ -232,50 +204,9 @@ class RMSprop:
             seen.add(id(p))
         group = {**self.defaults, **param_group, "params": params}
         check_group_options(group, where)
-        self.param_groups.append(group)
-        self.state.extend({} for _ in params)
-
-    def _create_missing_state(self, grads: Sequence[Any], created: list[_Created]) -> None:
-        """Give every param stepped now the buffers its group's options need.
-
-        Buffers appear on a param's first step, or when an option that needs one (centered,
-        momentum) is switched on later. Each buffer is recorded in ``created`` (with the step
-        count the core will see) before it enters the state, so that a refused or interrupted
-        step can take back everything added, wherever it stopped.
-        """
-        start = 0
-        for group in self.param_groups:
-            params = group["params"]
-            keys = ["square_avg"]
-            if group["momentum"] > 0:
-                keys.append("momentum_buffer")
-            if group["centered"]:
-                keys.append("grad_avg")
-            if group["master_weights"]:
-                keys.append("master_param")
-            for offset, param in enumerate(params):
-                state = self.state[start + offset]
-                # A param that is not a float array gets nothing: the core then reports the
-                # real problem with it.
-                if grads[start + offset] is None or not is_float_array(param):
-                    continue
-                for key in ("step", *keys):
-                    if state.get(key) is not None:
-                        continue
-                    value: Any
-                    if key == "step":
-                        value = 0
-                    elif key == "master_param":
-                        if not is_sixteen_bit(param.dtype):
-                            continue  # float32/float64 params are their own master copy
-                        value = aligned_full(param, 0.0, np.float32)
-                        np.copyto(value, param.astype(np.float32))
-                    else:
-                        fill = group["initial_square_avg"] if key == "square_avg" else 0.0
-                        value = aligned_full(param, fill, state_dtype(param))
-                    created.append((state, key, 0 if key == "step" else state["step"]))
-                    state[key] = value
-            start += len(params)
+        with self._lock:  # a step in another thread sees the group with its states, or neither
+            self.param_groups.append(group)
+            self.state.extend({} for _ in params)
 
     # ------------------------------------------------------------------ the step
 
@@ -327,31 +258,26 @@ class RMSprop:
         step counts in one C call that runs no Python code, so whether it applied can be read
         from the step counts afterwards. If it did not, everything created is taken back.
         """
-        created: list[_Created] = []
+        created: list[Created] = []
         try:
             # Groups are checked first: buffers are sized and filled from their options.
             for k, group in enumerate(self.param_groups):
                 check_group_options(group, f"param group {k}")
-            self._create_missing_state(grads, created)
+            create_missing_state(self.param_groups, self.state, grads, created)
             result: int = _core.step_optimizer(self.param_groups, grads, self.state, False, skip)
         finally:
             # Twice, so that a second interrupt landing in the first clean-up still leaves it
             # done (the clean-up is idempotent).
             try:
-                _take_back_unless_applied(created)
+                take_back_unless_applied(created)
             finally:
-                _take_back_unless_applied(created)
+                take_back_unless_applied(created)
         return result
 
     def _warn_if_detached(self) -> None:
         """Warn once if an unpickled optimizer updates params that nobody else holds."""
         self._unpickled = False
-        params = [p for group in self.param_groups for p in group["params"]]
-        # What a count is for an array nobody else holds: measured, not assumed, because
-        # interpreters count the references of a call's own frame differently.
-        alone = _reference_counts([np.empty(0)])[0]
-        # A param nobody else holds is in two lists: its group's and ``params``.
-        detached = [k for k, count in enumerate(_reference_counts(params)) if count <= alone + 1]
+        detached = detached_params(self.param_groups)
         if detached:
             warnings.warn(
                 f"this RMSprop was unpickled and params {detached} are held by nothing but the "
@@ -400,13 +326,7 @@ class RMSprop:
         with self._lock:
             state = self.__dict__.copy()
             state["param_groups"] = [dict(group) for group in self.param_groups]
-            state["state"] = [
-                {
-                    key: value.copy() if isinstance(value, np.ndarray) else value
-                    for key, value in entry.items()
-                }
-                for entry in self.state
-            ]
+            state["state"] = copy_states(self.state)
         del state["_lock"], state["_unpickled"]
         return state
 
