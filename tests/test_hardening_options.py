@@ -99,3 +99,15 @@ def test_other_iterables_of_grads_still_work() -> None:
     opt = RMSprop([p])
     opt.step(g for g in [np.ones(2, np.float32)])
     assert opt.state[0]["step"] == 1
+
+
+def test_a_subclass_with_its_own_keywords_is_not_second_guessed() -> None:
+    class Sharded(RMSprop):
+        def __init__(self, params: Any, comm: Any = None, **options: Any) -> None:
+            super().__init__(params, **options)
+            self.comm = comm
+
+    opt = Sharded([np.zeros(2, np.float32)], comm="world", lr=0.5)
+    assert opt.comm == "world" and opt.param_groups[0]["lr"] == 0.5
+    with pytest.raises(TypeError, match="'learning_rate'; it is called 'lr'"):
+        Sharded([np.zeros(2, np.float32)], learning_rate=0.5)

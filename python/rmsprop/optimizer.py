@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import threading
 import warnings
@@ -29,6 +30,9 @@ __all__ = ["PRESETS", "RMSprop"]
 
 # What _core.step_optimizer reports.
 _APPLIED, _STATE_MISSING, _SKIPPED_NONFINITE = 0, 1, 2
+
+# The keywords of RMSprop(...).
+_KEYWORDS = ("params", *GROUP_KEYS, "skip_if_nonfinite", "preset")
 
 # Iterables that are never a list of gradients (a dict would iterate over its keys).
 _NOT_GRAD_LISTS = (Mapping, str, bytes, set, frozenset)
@@ -102,6 +106,24 @@ class RMSprop:
         (1, ['momentum_buffer', 'square_avg', 'step'])
     """
 
+    def __new__(cls, *args: Any, **kwargs: Any) -> RMSprop:
+        # Other frameworks' keyword names (learning_rate, rho...) would get Python's bare
+        # TypeError from __init__; name ours instead. Checked here so that __init__ keeps its
+        # exact signature for type checkers. A subclass's own keywords are allowed; one whose
+        # __init__ takes no **kwargs (so passes none of the caller's on) is left alone.
+        allowed: set[str] | None = set(_KEYWORDS)
+        if cls.__init__ is not RMSprop.__init__:
+            own = inspect.signature(cls.__init__).parameters.values()
+            if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in own):
+                allowed = {*_KEYWORDS, *(p.name for p in own)}
+            else:
+                allowed = None
+        if allowed is not None:
+            unknown = {key: value for key, value in kwargs.items() if key not in allowed}
+            if unknown:
+                raise unknown_keywords_error(unknown, _KEYWORDS[1:])
+        return super().__new__(cls)
+
     def __init__(
         self,
         params: Iterable[np.ndarray | Mapping[str, Any]],
@@ -125,11 +147,7 @@ class RMSprop:
         rounding_seed: int = UNSET,
         skip_if_nonfinite: bool = False,
         preset: str | None = None,
-        **unknown: Any,
     ) -> None:
-        if unknown:
-            known = [*GROUP_KEYS, "skip_if_nonfinite", "preset"]
-            raise unknown_keywords_error(unknown, known)
         given = {
             "lr": lr,
             "alpha": alpha,
