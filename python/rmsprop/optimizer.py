@@ -244,7 +244,8 @@ class RMSprop:
             skipped because a gradient held inf or NaN (then nothing changed).
 
         The optimizer is locked while stepping: concurrent calls from several threads run one
-        after the other.
+        after the other. A step is atomic with respect to asynchronous exceptions (a
+        KeyboardInterrupt from Ctrl-C): it is applied and recorded, or not applied at all.
         """
         if type(grads) is not list and not isinstance(grads, (tuple, np.ndarray)):
             if isinstance(grads, _NOT_GRAD_LISTS) or not isinstance(grads, Iterable):
