@@ -44,9 +44,9 @@ def child(order: str, rounds: int, iters: int) -> dict[str, Any]:
     torch.set_num_threads(THREADS)
     rmsprop.set_num_threads(THREADS)
     model = torch.nn.Sequential(
-        torch.nn.Linear(256, 512), torch.nn.ReLU(), torch.nn.Linear(512, 256)
+        torch.nn.Linear(128, 256), torch.nn.ReLU(), torch.nn.Linear(256, 128)
     )
-    x = torch.randn(128, 256)
+    x = torch.randn(64, 128)
 
     def torch_op() -> None:
         model.zero_grad(set_to_none=True)
