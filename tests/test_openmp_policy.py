@@ -22,7 +22,7 @@ def seen(monkeypatch: pytest.MonkeyPatch) -> list[str | None]:
         "import_module",
         lambda name: calls.append(os.environ.get("GOMP_SPINCOUNT")),
     )
-    for name in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT"):
+    for name in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "RMSPROP_OMP_SPINCOUNT"):
         monkeypatch.delenv(name, raising=False)
     return calls
 
@@ -31,6 +31,14 @@ def test_vendored_runtime_loads_passive_and_environment_restored(monkeypatch, se
     monkeypatch.setattr(_openmp, "vendored_libgomp", lambda: [Path("libgomp-0000.so.1")])
     _openmp.load_core()
     assert seen == [_openmp.VENDORED_GOMP_SPINCOUNT]
+    assert "GOMP_SPINCOUNT" not in os.environ
+
+
+def test_vendored_spin_count_can_be_chosen(monkeypatch, seen) -> None:
+    monkeypatch.setattr(_openmp, "vendored_libgomp", lambda: [Path("libgomp-0000.so.1")])
+    monkeypatch.setenv("RMSPROP_OMP_SPINCOUNT", "300000")
+    _openmp.load_core()
+    assert seen == ["300000"]
     assert "GOMP_SPINCOUNT" not in os.environ
 
 

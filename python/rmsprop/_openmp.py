@@ -10,8 +10,9 @@ the cores the other needs (measured: alternating cost several times the two run 
 Policy: only for the vendored copy, and only if the user set neither ``OMP_WAIT_POLICY`` nor
 ``GOMP_SPINCOUNT``, set ``GOMP_SPINCOUNT`` while our extension (and with it that copy, which
 reads its environment once, when loaded) is imported, and restore the environment at once, so
-torch and everything else see exactly what the user set. Users who want the vendored pool to
-spin set ``GOMP_SPINCOUNT`` or ``OMP_WAIT_POLICY`` themselves; that always wins.
+torch and everything else see exactly what the user set. The count is 0 (passive: idle workers
+sleep at once) unless ``RMSPROP_OMP_SPINCOUNT`` says otherwise (``300000`` is libgomp's own
+default). ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT`` set by the user always win.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from pathlib import Path
 
 #: Spin iterations of the vendored runtime's idle workers before they sleep (0 = passive).
 VENDORED_GOMP_SPINCOUNT = "0"
+#: Environment variable that overrides VENDORED_GOMP_SPINCOUNT for the vendored runtime only.
+SPINCOUNT_VARIABLE = "RMSPROP_OMP_SPINCOUNT"
 _USER_SETTINGS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
 
 
@@ -38,7 +41,7 @@ def load_core() -> None:
         return
     # Import runs under the import lock; the variable exists only for the few milliseconds the
     # vendored runtime's constructor needs to read it.
-    os.environ["GOMP_SPINCOUNT"] = VENDORED_GOMP_SPINCOUNT
+    os.environ["GOMP_SPINCOUNT"] = os.environ.get(SPINCOUNT_VARIABLE, VENDORED_GOMP_SPINCOUNT)
     try:
         importlib.import_module("rmsprop._core")
     finally:
