@@ -103,6 +103,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--iters", type=int, default=60)
     parser.add_argument("--json", help="write the rows here")
+    parser.add_argument(
+        "--policies", nargs="+", default=["shipped", "ours-spin", "all-spin"], help="subset to run"
+    )
     parser.add_argument("--child", choices=["rmsprop-first", "torch-first"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -118,6 +121,8 @@ def main() -> None:
         "all-spin": {"GOMP_SPINCOUNT": "300000"},
     }
     for policy, extra in settings.items():
+        if policy not in args.policies:
+            continue
         for order in ("rmsprop-first", "torch-first"):
             unset = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "RMSPROP_OMP_SPINCOUNT")
             env = {k: v for k, v in os.environ.items() if k not in unset} | extra

@@ -370,10 +370,10 @@ def test_newer_larger_options_struct(lib, victim) -> None:
     assert step(as_options, c_tensors([victim], 1), 1, message, 256) == OK
 
 
-@pytest.mark.parametrize("size", [0, 1, 7])
-def test_struct_size_too_small_refused(lib, victim, size) -> None:
+@pytest.mark.parametrize("size", [0, 1, 7, 4097, 1 << 40])
+def test_struct_size_implausible_refused(lib, victim, size) -> None:
     o = options(lib)
-    o.struct_size = size  # not even the size field itself: an uninitialised struct
+    o.struct_size = size  # not even the size field, or absurdly large: an uninitialised struct
     assert_refused(lib, [victim], o, INVALID, "struct_size")
 
 

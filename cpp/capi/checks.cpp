@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstring>
 #include <limits>
+#include <utility>
 #include <vector>
 
 namespace rmsprop {
@@ -80,6 +81,14 @@ Options read_options(const rmsprop_options* options, bool float32_math) {
     throw Error(RMSPROP_ERROR_INVALID_ARGUMENT,
                 "options->struct_size is " + std::to_string(size) +
                     "; set it with rmsprop_options_init(&options, sizeof options)");
+  }
+  // Far beyond any future version: an uninitialised struct, whose tail we must not scan.
+  constexpr std::uint64_t kLargestPlausible = 4096;
+  if (size > kLargestPlausible) {
+    throw Error(RMSPROP_ERROR_INVALID_ARGUMENT,
+                "options->struct_size is " + std::to_string(size) +
+                    ", larger than any version of rmsprop_options; set it with "
+                    "rmsprop_options_init(&options, sizeof options)");
   }
   // A newer caller's struct: its extra fields must be zero (off / default), or we would
   // silently ignore an option it asked for.
