@@ -20,7 +20,10 @@ import os
 import warnings
 from typing import Any
 
+from ._openmp import load_core
+
 try:
+    load_core()  # first, so a vendored OpenMP runtime loads under the package's wait policy
     from . import _core
 except ImportError as exc:  # pragma: no cover - only on a broken or source-tree install
     raise ImportError(
