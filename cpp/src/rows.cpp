@@ -41,6 +41,26 @@ struct RowPlan {
   std::vector<std::size_t> next;    // per position: the next occurrence of its row, or kEnd
 };
 
+// Key and id side by side: a probe touches one cache line of a table that for large k lives
+// outside the fast caches.
+struct Slot {
+  std::int64_t row;
+  std::size_t id;  // unique row id, or kEnd for an empty slot
+};
+
+// Planning buffers kept per calling thread between steps: allocated afresh, their pages would
+// be faulted in (and zeroed by the kernel) on every step, which cost as much as the plan.
+struct Workspace {
+  std::vector<Slot> slots;
+  std::vector<std::size_t> last;  // latest occurrence of each unique row
+  std::vector<RowPlan> plans;     // one per tensor of the call
+};
+
+Workspace& workspace() {
+  thread_local Workspace w;
+  return w;
+}
+
 // Touched rows are scattered over a table far larger than the caches, so each row's first
 // access would wait a full memory latency: the hardware prefetcher cannot guess the next row.
 // Rows this far ahead are prefetched while the current one is updated.
@@ -62,16 +82,19 @@ std::string describe(std::size_t k) { return "tensor " + std::to_string(k); }
 // the update then uses only the plan's copy, so a caller changing the indices meanwhile
 // cannot make it write outside the tensor.
 template <class Span>
-RowPlan plan_rows(const Span& t, std::size_t k) {
+void plan_rows(const Span& t, std::size_t k, Workspace& w, RowPlan& plan) {
   const std::int64_t* indices = t.indices;
   const std::size_t count = t.count;
-  RowPlan plan;
+  plan.rows.clear();
+  plan.first.clear();
   plan.next.assign(count, kEnd);
-  std::size_t capacity = 16;
-  while (capacity < 2 * count) capacity *= 2;
-  const std::size_t mask = capacity - 1;
-  std::vector<std::size_t> slot_of(capacity, kEnd);  // hash slot -> unique row id
-  std::vector<std::size_t> last;                     // latest occurrence of each unique row
+  int bits = 4;
+  while ((std::size_t{1} << bits) < 2 * count) ++bits;
+  const std::size_t mask = (std::size_t{1} << bits) - 1;
+  std::vector<Slot>& slots = w.slots;
+  slots.assign(mask + 1, Slot{0, kEnd});
+  std::vector<std::size_t>& last = w.last;
+  last.clear();
   for (std::size_t i = 0; i < count; ++i) {
     const std::int64_t row = indices[i];
     if (row < 0 || static_cast<std::uint64_t>(row) >= t.rows) {
@@ -79,20 +102,20 @@ RowPlan plan_rows(const Span& t, std::size_t k) {
                                   std::to_string(row) + " is out of range for " +
                                   std::to_string(t.rows) + " rows");
     }
-    std::size_t h = detail::mix64(static_cast<std::uint64_t>(row)) & mask;
-    while (slot_of[h] != kEnd && plan.rows[slot_of[h]] != row) h = (h + 1) & mask;
-    if (slot_of[h] == kEnd) {
-      slot_of[h] = plan.rows.size();
+    // Fibonacci hashing: the top bits of row * 2^64/phi spread runs of rows evenly.
+    std::size_t h = (static_cast<std::uint64_t>(row) * 0x9E3779B97F4A7C15ull) >> (64 - bits);
+    while (slots[h].id != kEnd && slots[h].row != row) h = (h + 1) & mask;
+    if (slots[h].id == kEnd) {
+      slots[h] = Slot{row, plan.rows.size()};
       plan.rows.push_back(row);
       plan.first.push_back(i);
       last.push_back(i);
     } else {
-      const std::size_t j = slot_of[h];
+      const std::size_t j = slots[h].id;
       plan.next[last[j]] = i;
       last[j] = i;
     }
   }
-  return plan;
 }
 
 // 16-bit values are summed in float and rounded once; float and double in their own type.
@@ -138,16 +161,19 @@ const P* merged_row(const RowSparseSpan<P, StateT<P>>& t, const RowPlan& plan, s
 // Checks every tensor (buffers only when options are given) and plans its rows; throws
 // before anything is written.
 template <class P>
-std::vector<RowPlan> checked_plans(const Options* options,
-                                   const RowSparseSpan<P, StateT<P>>* tensors, std::size_t count) {
-  std::vector<RowPlan> plans(count);
+const std::vector<RowPlan>& checked_plans(const Options* options,
+                                          const RowSparseSpan<P, StateT<P>>* tensors,
+                                          std::size_t count) {
+  Workspace& w = workspace();
+  std::vector<RowPlan>& plans = w.plans;
+  if (plans.size() < count) plans.resize(count);
   for (std::size_t k = 0; k < count; ++k) {
     const auto& t = tensors[k];
-    if (t.count == 0) continue;
-    if (!t.indices || (t.row_size > 0 && !t.values)) {
+    if (t.count > 0 && (!t.indices || (t.row_size > 0 && !t.values))) {
       throw std::invalid_argument(describe(k) + ": indices and values are required");
     }
-    plans[k] = plan_rows(t, k);
+    plan_rows(t, k, w, plans[k]);
+    if (t.count == 0) continue;
     if (t.row_size == 0 || options == nullptr) continue;
     if (!t.param || !t.square_avg) {
       throw std::invalid_argument(describe(k) + ": param and square_avg are required");
@@ -188,7 +214,7 @@ void step_rows_impl(const Options& options, const RowSparseSpan<P, StateT<P>>* t
                     std::size_t count) {
   using T = StateT<P>;
   validate(options);
-  const std::vector<RowPlan> plans = checked_plans<P>(&options, tensors, count);
+  const std::vector<RowPlan>& plans = checked_plans<P>(&options, tensors, count);
   const detail::Variant variant = detail::variant_of(options);
   const detail::UpdateRangeFn<P> kernel = detail::active_kernel_table().update<P>();
   for (std::size_t k = 0; k < count; ++k) {
@@ -234,7 +260,7 @@ void step_rows_impl(const Options& options, const RowSparseSpan<P, StateT<P>>* t
 template <class P>
 bool row_grads_finite_impl(const RowSparseSpan<P, StateT<P>>* tensors, std::size_t count) {
   const detail::FiniteRangeFn<P> finite = detail::active_kernel_table().finite<P>();
-  const std::vector<RowPlan> plans = checked_plans<P>(nullptr, tensors, count);
+  const std::vector<RowPlan>& plans = checked_plans<P>(nullptr, tensors, count);
   for (std::size_t k = 0; k < count; ++k) {
     const auto& t = tensors[k];
     if (t.count == 0 || t.row_size == 0) continue;

@@ -22,6 +22,7 @@ from ._buffers import (
 from ._checkpoint import load_into, pack_state_dict
 from ._options import PRESETS, UNSET, check_group_options, resolve_defaults
 from .functional import OPTION_NAMES
+from .rows import RowGrad
 
 __all__ = ["PRESETS", "RMSprop"]
 
@@ -241,12 +242,14 @@ class RMSprop:
 
     # ------------------------------------------------------------------ the step
 
-    def step(self, grads: Sequence[np.ndarray | None]) -> bool | None:
+    def step(self, grads: Sequence[np.ndarray | RowGrad | None]) -> bool | None:
         """Update every param in place from its gradient.
 
         Args:
             grads: one entry per param, in param-group order; ``None`` skips that param (its
-                state is untouched). Each gradient has its param's shape and dtype.
+                state is untouched). Each gradient has its param's shape and dtype, or is a
+                :class:`rmsprop.RowGrad` for a param of shape ``(R, ...)``: then only the
+                rows it names change (a lazy step, as TensorFlow's sparse RMSProp).
 
         Raises:
             TypeError, ValueError: an input is refused. Nothing (params, state, step counts) is
