@@ -472,3 +472,15 @@ def test_rowgrad_is_read_only_and_lists_work() -> None:
     with pytest.raises(AttributeError):
         grad.indices = np.array([0, 0])  # type: ignore[misc]
     assert "k=2" in repr(grad)
+
+
+def test_one_dimensional_and_empty_row_params() -> None:
+    vector, indices, values = make_case(np.dtype(np.float64), (12,), [11, 0, 11, 5])
+    opt = RMSprop([vector], lr=0.1, momentum=0.9)
+    check_sparse_step(opt, vector, {"lr": 0.1, "momentum": 0.9}, indices, values)
+    empty_rows = np.zeros((4, 0), np.float32)
+    opt = RMSprop([empty_rows], lr=0.1)
+    opt.step([RowGrad([3, 3], np.zeros((2, 0), np.float32))])
+    assert opt.state[0]["step"] == 1
+    with pytest.raises(ValueError, match="out of range"):
+        opt.step([RowGrad([4], np.zeros((1, 0), np.float32))])

@@ -10,10 +10,6 @@
 #include <type_traits>
 #include <vector>
 
-#if defined(_OPENMP)
-#include <omp.h>
-#endif
-
 #include "driver.hpp"
 #include "kernel.hpp"
 #include "rmsprop/rmsprop.hpp"
