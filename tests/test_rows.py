@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import rmsprop
 from cases import option_combinations
@@ -484,3 +486,40 @@ def test_one_dimensional_and_empty_row_params() -> None:
     assert opt.state[0]["step"] == 1
     with pytest.raises(ValueError, match="out of range"):
         opt.step([RowGrad([4], np.zeros((1, 0), np.float32))])
+
+
+@settings(
+    deadline=None, max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    data=st.data(),
+    dtype=st.sampled_from(DTYPES),
+    options=st.sampled_from(option_combinations()),
+    master=st.booleans(),
+    stochastic=st.booleans(),
+)
+def test_random_cases_match_dense(isa, data, dtype, options, master, stochastic) -> None:
+    rows = data.draw(st.integers(1, 40), label="rows")
+    row_shape = data.draw(st.sampled_from([(), (1,), (3,), (17,), (2, 9), (33,)]), label="row")
+    steps = data.draw(st.integers(1, 3), label="steps")
+    kwargs: dict[str, Any] = {
+        "lr": data.draw(st.sampled_from([1e-3, 0.05, 0.5])),
+        "alpha": data.draw(st.sampled_from([0.0, 0.5, 0.9, 0.99])),
+        "eps": data.draw(st.sampled_from([1e-8, 1e-3])),
+        "initial_square_avg": data.draw(st.sampled_from([0.0, 1.0])),
+        **options,
+    }
+    if options["bias_correction"] and kwargs["alpha"] == 0.0:
+        kwargs["alpha"] = 0.9
+    if sixteen_bit(dtype):
+        kwargs.update(master_weights=master, stochastic_rounding=stochastic, rounding_seed=3)
+    param, _, _ = make_case(dtype, (rows, *row_shape), [], seed=rows)
+    opt = RMSprop([param], **kwargs)
+    for step in range(steps):
+        k = data.draw(st.integers(0, 2 * rows + 2), label="k")
+        indices = np.array(
+            data.draw(st.lists(st.integers(0, rows - 1), min_size=k, max_size=k), label="ids"),
+            dtype=np.int64,
+        )
+        _, _, values = make_case(dtype, (rows, *row_shape), indices, seed=100 * rows + step)
+        check_sparse_step(opt, param, kwargs, indices, values)
