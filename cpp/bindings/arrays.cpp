@@ -94,7 +94,9 @@ py::array checked_array(py::handle obj, const Origin& origin, const Namer& namer
   const auto name_of = [&] { return namer(origin.role, origin.index); };
   const auto param_name_of = [&] { return namer(Role::kParam, origin.index); };
   if (!py::isinstance<py::array>(obj)) {
-    throw py::type_error(name_of() + " must be a numpy.ndarray, got " + describe_type(obj));
+    throw py::type_error(name_of() + " must be a numpy.ndarray" +
+                         (origin.role == Role::kGrad ? " (or an rmsprop.RowGrad of rows)" : "") +
+                         ", got " + describe_type(obj));
   }
   auto a = py::reinterpret_borrow<py::array>(obj);
   const auto& api = py::detail::npy_api::get();

@@ -14,6 +14,7 @@
 #include "arrays.hpp"
 #include "bindings.hpp"
 #include "rmsprop/rmsprop.hpp"
+#include "rows_binding.hpp"
 #include "scalars.hpp"
 
 namespace py = pybind11;
@@ -35,6 +36,7 @@ struct Group {
   std::vector<TensorSpan<double>> f64;
   std::vector<TensorSpan<float16, float>> f16;
   std::vector<TensorSpan<bfloat16, float>> bf16;
+  RowGroup rows;  // params stepped with a RowGrad
 
   template <class Fn>
   void for_each_list(Fn&& fn) const {
@@ -100,7 +102,18 @@ struct Parser {
       throw py::value_error("master_param is only for float16/bfloat16 params; param is " +
                             std::string(py::str(param.dtype())));
     }
-    const py::array grad = checked(grad_obj, Role::kGrad);
+    // A RowGrad is checked in full (indices in range) here, before anything is written.
+    std::optional<RowGradArrays> rows;
+    std::optional<py::array> grad;
+    if (is_row_grad(grad_obj)) {
+      rows = checked_row_grad(grad_obj, index, namer, param);
+      for (const py::array& a : {rows->indices, rows->values}) {
+        add_interval(a, Origin{Role::kGrad, index});
+        keep_alive.push_back(a);
+      }
+    } else {
+      grad = checked(grad_obj, Role::kGrad);
+    }
     const py::array square_avg = checked(square_avg_obj, Role::kSquareAvg);
     // std::optional, not an empty py::array: that would allocate a NumPy array every step.
     std::optional<py::array> grad_avg;
@@ -114,13 +127,17 @@ struct Parser {
                                                 "step of " + namer(Role::kParam, index)) +
                             " must be >= 1 (the step being taken), got " + std::to_string(step));
     }
+    if (rows) {
+      return out.rows.add(param, *rows, square_avg, grad_avg, momentum_buffer, master_param,
+                          step, static_cast<std::uint64_t>(index));
+    }
     const auto fill = [&](auto& spans) {
       using Span = typename std::decay_t<decltype(spans)>::value_type;
       using P = std::remove_pointer_t<decltype(Span::param)>;
       using S = std::remove_pointer_t<decltype(Span::square_avg)>;
       Span span;
       span.param = data_of<P>(param);
-      span.grad = data_of<P>(grad);
+      span.grad = data_of<P>(*grad);
       span.square_avg = data_of<S>(square_avg);
       span.grad_avg = grad_avg ? data_of<S>(*grad_avg) : nullptr;
       span.momentum_buffer = momentum_buffer ? data_of<S>(*momentum_buffer) : nullptr;
@@ -181,6 +198,7 @@ std::size_t element_count(const std::vector<Group>& groups) {
     g.for_each_list([&](const auto& spans) {
       for (const auto& span : spans) total += span.size;
     });
+    total += g.rows.elements();
   }
   return total;
 }
@@ -192,6 +210,7 @@ void run_groups(const std::vector<Group>& groups) {
     g.for_each_list([&](const auto& spans) {
       if (!spans.empty()) step(g.options, spans.data(), spans.size());
     });
+    g.rows.run(g.options);
   }
 }
 
@@ -204,6 +223,7 @@ bool all_grads_finite(const std::vector<Group>& groups) {
     g.for_each_list([&](const auto& spans) {
       if (finite && !spans.empty()) finite = grads_finite(spans.data(), spans.size());
     });
+    finite = finite && g.rows.grads_finite();
   }
   return finite;
 }

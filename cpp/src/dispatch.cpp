@@ -10,6 +10,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "driver.hpp"
 #include "kernel.hpp"
 #include "rmsprop/rmsprop.hpp"
 
@@ -468,5 +469,26 @@ void roofline_pass(float* p, const float* g, float* v, std::size_t size) {
   const auto kernel = table_for(active_isa()).roofline;
   run_split(&whole, 1, [&](std::size_t, std::size_t b, std::size_t e) { kernel(p, g, v, b, e); });
 }
+
+// ---------------------------------------------------------------------------------------------
+// Shared with the other drivers (driver.hpp).
+
+namespace detail {
+
+KernelTable active_kernel_table() { return table_for(active_isa()); }
+Variant variant_of(const Options& options) { return variant_for(options); }
+template <class T>
+Coefficients<T> coefficients_of(const Options& options, std::int64_t step, std::uint64_t stream) {
+  return coefficients_for<T>(options, step, stream);
+}
+template Coefficients<float> coefficients_of<float>(const Options&, std::int64_t, std::uint64_t);
+template Coefficients<double> coefficients_of<double>(const Options&, std::int64_t,
+                                                      std::uint64_t);
+int threads_for_work(std::size_t elements) {
+  const int threads = threads_for(elements);
+  return threads > 1 && may_go_parallel() ? threads : 1;
+}
+
+}  // namespace detail
 
 }  // namespace rmsprop

@@ -34,12 +34,14 @@ except ImportError as exc:  # pragma: no cover - only on a broken or source-tree
 
 from .functional import rmsprop_step
 from .optimizer import PRESETS, RMSprop
+from .rows import RowGrad
 
 __version__: str = _core.__version__
 
 __all__ = [
     "PRESETS",
     "RMSprop",
+    "RowGrad",
     "__version__",
     "config",
     "get_num_threads",

@@ -6,6 +6,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from rmsprop.rows import RowGrad
+
 __version__: str
 #: Hyper-parameter names in the order step_functional's options tuple uses.
 OPTION_NAMES: tuple[str, ...]
@@ -21,7 +23,7 @@ def set_num_threads(n: int) -> None: ...
 def parallel_grain() -> int: ...
 def step_optimizer(
     groups: list[dict[str, Any]],
-    grads: Sequence[np.ndarray | None],
+    grads: Sequence[np.ndarray | RowGrad | None],
     states: list[dict[str, Any]],
     create_state_first: bool,
     skip_if_nonfinite: bool,
@@ -31,7 +33,7 @@ def step_optimizer(
 def step_functional(
     options: tuple[Any, ...],
     param: np.ndarray,
-    grad: np.ndarray,
+    grad: np.ndarray | RowGrad,
     square_avg: np.ndarray,
     grad_avg: np.ndarray | None,
     momentum_buffer: np.ndarray | None,

@@ -25,6 +25,7 @@ from ._options import (
     unknown_keywords_error,
 )
 from .functional import OPTION_NAMES
+from .rows import RowGrad
 
 __all__ = ["PRESETS", "RMSprop"]
 
@@ -228,12 +229,14 @@ class RMSprop:
 
     # ------------------------------------------------------------------ the step
 
-    def step(self, grads: Sequence[np.ndarray | None]) -> bool | None:
+    def step(self, grads: Sequence[np.ndarray | RowGrad | None]) -> bool | None:
         """Update every param in place from its gradient.
 
         Args:
             grads: one entry per param, in param-group order; ``None`` skips that param (its
-                state is untouched). Each gradient has its param's shape and dtype.
+                state is untouched). Each gradient has its param's shape and dtype, or is a
+                :class:`rmsprop.RowGrad` for a param of shape ``(R, ...)``: then only the
+                rows it names change (a lazy step, as TensorFlow's sparse RMSProp).
 
         Raises:
             TypeError, ValueError: an input is refused. Nothing (params, state, step counts) is
