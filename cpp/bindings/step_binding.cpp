@@ -8,6 +8,7 @@
 #include <cmath>
 #include <limits>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -54,6 +55,7 @@ struct Parser {
   bool missing_state_is_error = true;
   std::vector<py::object> keep_alive;  // owns every array until the kernels are done
   std::vector<Interval> intervals;
+  long long group = -1;  // the param group being parsed (the optimizer), else -1
 
   void add_interval(const py::array& a, const Origin& origin) {
     const auto nbytes = static_cast<std::uintptr_t>(a.nbytes());
@@ -89,7 +91,12 @@ struct Parser {
     };
     const Storage storage = storage_of(param);
     if (storage != Storage::kFloat64) {
-      check_float_range(out.options, [&] { return namer(Role::kParam, index); });
+      try {
+        check_float_range(out.options, [&] { return namer(Role::kParam, index); });
+      } catch (const py::value_error& e) {
+        if (group < 0) throw;
+        throw py::value_error("param group " + std::to_string(group) + ": " + e.what());
+      }
     }
     const bool need_grad_avg = out.options.centered;
     const bool need_momentum = out.options.momentum > 0.0;
@@ -217,23 +224,67 @@ enum class StepResult : int { kApplied = 0, kStateMissing = 1, kSkippedNonfinite
 // and create_state_first is true: the caller then creates the buffers and calls again. With
 // skip_if_nonfinite, returns kSkippedNonfinite, having changed nothing, if any gradient holds
 // an inf or NaN.
-int step_optimizer(py::list groups, py::handle grads_obj, py::list states,
+// Everything a param's step reads from Python, as strong references: collected before any
+// array is checked, so no Python code (a hostile __eq__ met in a dict lookup, say) runs between
+// a check and the kernel, and nothing the step uses can be freed under it.
+struct TensorRefs {
+  long long index;
+  py::object param, grad, state, square_avg, grad_avg, momentum_buffer, master_param;
+  long long step;
+};
+
+struct GroupRefs {
+  Options options;
+  bool want_master;
+  std::vector<TensorRefs> tensors;
+};
+
+// The items of a list or tuple, owned: the sequence may be edited while the step is parsed.
+std::vector<py::object> items_of(py::handle sequence) {
+  const py::ssize_t n = PySequence_Fast_GET_SIZE(sequence.ptr());
+  PyObject** items = PySequence_Fast_ITEMS(sequence.ptr());
+  std::vector<py::object> out;
+  out.reserve(static_cast<std::size_t>(n));
+  for (py::ssize_t i = 0; i < n; ++i) out.push_back(py::reinterpret_borrow<py::object>(items[i]));
+  return out;
+}
+
+// Runs parse() and puts "param group k: " before a refusal, as the constructor words it.
+template <class Parse>
+auto in_group(std::size_t k, Parse&& parse) {
+  const auto prefixed = [k](const char* what) {
+    return "param group " + std::to_string(k) + ": " + what;
+  };
+  try {
+    return parse();
+  } catch (const py::type_error& e) {
+    throw py::type_error(prefixed(e.what()));
+  } catch (const py::value_error& e) {
+    throw py::value_error(prefixed(e.what()));
+  } catch (const std::invalid_argument& e) {
+    throw py::value_error(prefixed(e.what()));
+  }
+}
+
+// The optimizer's step: groups are the param-group dicts; grads and states (dicts with
+// "step", "square_avg", ...) are aligned with all params in group order. Params whose grad is
+// None are skipped. Each state's "step" is incremented only after every group ran.
+// Returns kStateMissing, having changed nothing, when a stepped param's state lacks a buffer
+// and create_state_first is true: the caller then creates the buffers and calls again. With
+// skip_if_nonfinite, returns kSkippedNonfinite, having changed nothing, if any gradient holds
+// an inf or NaN.
+int step_optimizer(py::list groups_list, py::handle grads_obj, py::list states_list,
                    bool create_state_first, bool skip_if_nonfinite) {
-  Parser parser{Namer{false}, !create_state_first, {}, {}};
-  std::vector<Group> parsed;
-  parsed.reserve(groups.size());
-  std::vector<std::pair<py::handle, long long>> new_steps;
-  new_steps.reserve(states.size());
-  parser.keep_alive.reserve(4 * states.size());
-  parser.intervals.reserve(4 * states.size());
-  std::size_t offset = 0;
   if (!PyList_Check(grads_obj.ptr()) && !PyTuple_Check(grads_obj.ptr())) {
     throw py::type_error("grads must be a list with one gradient per param, got " +
                          describe_type(grads_obj) +
                          (py::isinstance<py::array>(grads_obj) ?
                               " (wrap a single gradient: step([grad]))" : ""));
   }
-  const auto grads = py::reinterpret_borrow<py::sequence>(grads_obj);
+  // Owned copies first; from here on the caller's lists may change without harm.
+  const std::vector<py::object> groups = items_of(groups_list);
+  const std::vector<py::object> grads = items_of(grads_obj);
+  const std::vector<py::object> states = items_of(states_list);
   const std::size_t total = states.size();
   if (grads.size() != total) {
     throw py::value_error("step() got " + std::to_string(grads.size()) + " gradients for " +
@@ -241,54 +292,74 @@ int step_optimizer(py::list groups, py::handle grads_obj, py::list states,
                           " params; pass one per param in param-group order (None skips one)");
   }
   const Keys& key = keys();
-  for (py::handle group : groups) {
-    Group out;
-    out.options = options_from(group);
-    validate(out.options);
-    const py::handle params_obj = dict_item(group, key.params);
+  // Phase 1: read every hyper-parameter and collect every object the step will use.
+  std::vector<GroupRefs> collected(groups.size());
+  std::size_t offset = 0;
+  for (std::size_t g = 0; g < groups.size(); ++g) {
+    const py::object& group = groups[g];
+    GroupRefs& out = collected[g];
+    out.options = in_group(g, [&] {
+      Options options = options_from(group);
+      validate(options);
+      return options;
+    });
+    const py::object params_obj = dict_item(group, key.params);
     if (!params_obj || !PyList_Check(params_obj.ptr())) {
-      throw py::type_error("every param group needs a 'params' list");
+      throw py::type_error("param group " + std::to_string(g) + ": needs a 'params' list");
     }
-    auto params = py::reinterpret_borrow<py::list>(params_obj);
-    const py::handle master_flag = dict_item(group, key.master_weights);
-    const bool want_master = master_flag && as_bool(master_flag, "master_weights");
-    const std::size_t n = params.size();
-    if (offset + n > total) {
+    const std::vector<py::object> params = items_of(params_obj);
+    const py::object master_flag = dict_item(group, key.master_weights);
+    out.want_master =
+        master_flag && in_group(g, [&] { return as_bool(master_flag, "master_weights"); });
+    if (offset + params.size() > total) {
       throw py::value_error("the param groups hold more params than there are gradients");
     }
-    for (std::size_t k = 0; k < n; ++k) {
+    for (std::size_t k = 0; k < params.size(); ++k) {
       const std::size_t index = offset + k;
-      const py::handle grad = PySequence_Fast_GET_ITEM(grads.ptr(), index);
-      if (grad.is_none()) continue;
-      const py::handle state = PyList_GET_ITEM(states.ptr(), index);
+      if (grads[index].is_none()) continue;
+      const py::object& state = states[index];
       if (!PyDict_Check(state.ptr())) throw py::type_error("internal: a state is not a dict");
-      const py::handle step_obj = dict_item(state, key.step);
-      const long long step =
-          step_obj ? as_step(step_obj, [&] {
-            return "state[" + std::to_string(index) + "]['step']";
-          }) : 0;
+      TensorRefs t{static_cast<long long>(index), params[k], grads[index], state,
+                   dict_item(state, key.square_avg), dict_item(state, key.grad_avg),
+                   dict_item(state, key.momentum_buffer), dict_item(state, key.master_param),
+                   0};
+      const py::object step_obj = dict_item(state, key.step);
+      if (step_obj) {
+        t.step = as_step(step_obj, [&] { return "state[" + std::to_string(index) + "]['step']"; });
+      }
+      out.tensors.push_back(std::move(t));
+    }
+    offset += params.size();
+  }
+  if (offset != total) throw py::value_error("internal: param groups and grads differ in length");
+  // Phase 2: check every array and build the spans; no Python code runs here.
+  Parser parser{Namer{false}, !create_state_first, {}, {}, -1};
+  parser.keep_alive.reserve(4 * total);
+  parser.intervals.reserve(4 * total);
+  std::vector<Group> parsed(collected.size());
+  for (std::size_t g = 0; g < collected.size(); ++g) {
+    parsed[g].options = collected[g].options;
+    for (const TensorRefs& t : collected[g].tensors) {
       try {
-        parser.add_tensor(out, static_cast<long long>(index), params[k], grad,
-                          dict_item(state, key.square_avg), dict_item(state, key.grad_avg),
-                          dict_item(state, key.momentum_buffer),
-                          dict_item(state, key.master_param), want_master, step + 1);
+        parser.group = static_cast<long long>(g);
+        parser.add_tensor(parsed[g], t.index, t.param, t.grad, t.square_avg, t.grad_avg,
+                          t.momentum_buffer, t.master_param, collected[g].want_master,
+                          t.step + 1);
       } catch (const MissingState&) {
         return static_cast<int>(StepResult::kStateMissing);
       }
-      new_steps.emplace_back(state, step + 1);
     }
-    offset += n;
-    parsed.push_back(std::move(out));
   }
-  if (offset != total) throw py::value_error("internal: param groups and grads differ in length");
   parser.check_overlaps();
   if (skip_if_nonfinite && !all_grads_finite(parsed)) {
     return static_cast<int>(StepResult::kSkippedNonfinite);
   }
   run_groups(parsed);
-  for (const auto& [state, step] : new_steps) {
-    if (PyDict_SetItem(state.ptr(), key.step, py::int_(step).ptr()) != 0) {
-      throw py::error_already_set();
+  for (const GroupRefs& group : collected) {
+    for (const TensorRefs& t : group.tensors) {
+      if (PyDict_SetItem(t.state.ptr(), key.step, py::int_(t.step + 1).ptr()) != 0) {
+        throw py::error_already_set();
+      }
     }
   }
   return static_cast<int>(StepResult::kApplied);
@@ -297,7 +368,7 @@ int step_optimizer(py::list groups, py::handle grads_obj, py::list states,
 void step_functional(py::tuple options, py::handle param, py::handle grad, py::handle square_avg,
                      py::handle grad_avg, py::handle momentum_buffer, py::handle master_param,
                      py::handle step_obj) {
-  Parser parser{Namer{true}, true, {}, {}};
+  Parser parser{Namer{true}, true, {}, {}, -1};
   std::vector<Group> parsed(1);
   parsed[0].options = options_from(options);
   validate(parsed[0].options);
