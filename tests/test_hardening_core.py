@@ -346,16 +346,28 @@ opt.step(grads)  # every param has state now
 
 def wreck():
     called.append(True)
-    for state in opt.state:
-        state.clear()
-    opt.state.clear()
+    opt.state.clear()  # frees the state dicts (nothing else refers to them)
     grads.clear()
-    for group in opt.param_groups:
-        group["params"].clear()
-    params.clear()
     junk = [np.zeros(1000, np.float32) for _ in range(200)]
     gc.collect()
     del junk
+
+# Puts a key whose hash equals hash(name) first in d, so that looking up name calls its
+# __eq__, which wrecks everything the step reads.
+def collide_first(d, name):
+    armed = []
+    class Key:
+        def __hash__(self):
+            return hash(name)
+        def __eq__(self, other):
+            if armed:
+                wreck()
+            return False
+    items = dict(d)
+    d.clear()
+    d[Key()] = 0
+    d.update(items)
+    armed.append(True)
 
 def expect(exc, fn):
     try:
@@ -424,13 +436,7 @@ assert not called and opt.state[3]["step"] == 8
 """,
     # Dict lookups can run a colliding key's __eq__; everything read is owned by then.
     "colliding_key_in_state": """
-class Key:
-    def __hash__(self):
-        return hash("square_avg")
-    def __eq__(self, other):
-        wreck()
-        return False
-opt.state[1][Key()] = 0
+collide_first(opt.state[2], "square_avg")
 try:
     opt.step(grads)
 except (TypeError, ValueError, IndexError, KeyError):
@@ -438,13 +444,7 @@ except (TypeError, ValueError, IndexError, KeyError):
 assert called
 """,
     "colliding_key_in_group": """
-class Key:
-    def __hash__(self):
-        return hash("momentum")
-    def __eq__(self, other):
-        wreck()
-        return False
-opt.param_groups[1][Key()] = 0
+collide_first(opt.param_groups[1], "lr")
 try:
     opt.step(grads)
 except (TypeError, ValueError, IndexError, KeyError):
