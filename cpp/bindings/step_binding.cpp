@@ -314,6 +314,7 @@ int step_optimizer(py::list groups_list, py::handle grads_obj, py::list states_l
     if (offset + params.size() > total) {
       throw py::value_error("the param groups hold more params than there are gradients");
     }
+    out.tensors.reserve(params.size());
     for (std::size_t k = 0; k < params.size(); ++k) {
       const std::size_t index = offset + k;
       if (grads[index].is_none()) continue;
