@@ -157,7 +157,9 @@ struct Scalar {
     }
   }
   friend Scalar max_with_zero(Scalar a) { return {max_with_zero(a.value)}; }
-  friend Scalar min_keep_nan(Scalar limit, Scalar x) { return {min_keep_nan(limit.value, x.value)}; }
+  friend Scalar min_keep_nan(Scalar limit, Scalar x) {
+    return {min_keep_nan(limit.value, x.value)};
+  }
   friend Scalar add_first_nan(Scalar a, Scalar b) {
     if constexpr (sizeof(T) == 4) {
       RMSPROP_ADD_FIRST_NAN("addss", a.value, b.value);
@@ -183,7 +185,9 @@ struct Scalar {
     friend Wide operator/(Wide a, Wide b) { return {PFX##_div_##SFX(a.value, b.value)}; }      \
     friend Wide sqrt(Wide a) { return {PFX##_sqrt_##SFX(a.value)}; }                           \
     friend Wide max_with_zero(Wide a) { return {PFX##_max_##SFX(PFX##_setzero_##SFX(), a.value)}; } \
-    friend Wide min_keep_nan(Wide limit, Wide x) { return {PFX##_min_##SFX(limit.value, x.value)}; } \
+    friend Wide min_keep_nan(Wide limit, Wide x) {                                            \
+      return {PFX##_min_##SFX(limit.value, x.value)};                                         \
+    }                                                                                         \
     friend Wide add_first_nan(Wide a, Wide b) {                                               \
       RMSPROP_ADD_FIRST_NAN(ADD, a.value, b.value);                                           \
       return a;                                                                               \
