@@ -54,9 +54,10 @@ bool is_row_grad(py::handle obj) {
     py::object type = py::module_::import("rmsprop.rows").attr("RowGrad");
     return type.release().ptr();
   }();
-  const int is = PyObject_IsInstance(obj.ptr(), row_grad_type);
-  if (is < 0) throw py::error_already_set();
-  return is == 1;
+  // The exact type, read from the object header: isinstance() could run Python code (a
+  // __class__ property) while the parser holds the step's inputs, and a subclass could
+  // override the indices/values properties the parser reads next.
+  return reinterpret_cast<PyObject*>(Py_TYPE(obj.ptr())) == row_grad_type;
 }
 
 RowGradArrays checked_row_grad(py::handle obj, long long index, const Namer& namer,

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "driver.hpp"
+#include "fp_env.hpp"
 #include "kernel.hpp"
 #include "rmsprop/rmsprop.hpp"
 
@@ -18,8 +19,8 @@
 #include <omp.h>
 #endif
 #if defined(__unix__) || defined(__APPLE__)
-#include <unistd.h>
-#define RMSPROP_HAVE_GETPID 1
+#include <pthread.h>
+#define RMSPROP_HAVE_ATFORK 1
 #endif
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
 #include <cpuid.h>
@@ -144,16 +145,25 @@ std::atomic<int>& active_isa_slot() {
 
 std::atomic<int> requested_threads{0};  // 0: not chosen yet, use the OpenMP default
 
-#if defined(RMSPROP_HAVE_GETPID)
-// libgomp's pool does not survive fork(): a child that enters a parallel region after the
-// parent used one hangs. Remember which process first went parallel; any other runs serial.
-std::atomic<pid_t> pool_owner{0};
+// libgomp's thread pool does not survive fork(): a child that enters a parallel region while
+// the forking thread's pool had workers waits forever for threads that no longer exist. The
+// runtime is shared by every library in the process (torch, anything built with -fopenmp), so
+// whether *some* pool existed at the fork cannot be known here. A process created by fork()
+// after this library was loaded therefore runs every step on one thread, for its whole life,
+// and so do the children it forks (they inherit the stale pool). exec() starts afresh.
+#if defined(RMSPROP_HAVE_ATFORK)
+std::atomic<bool> forked_child{false};
+
+void mark_forked_child() { forked_child.store(true, std::memory_order_relaxed); }
+
+// Registered when the library is loaded, before anything can go parallel through it.
+const bool atfork_registered = [] {
+  return pthread_atfork(nullptr, nullptr, &mark_forked_child) == 0;
+}();
 
 bool may_go_parallel() {
-  const pid_t me = getpid();
-  pid_t expected = 0;
-  if (pool_owner.compare_exchange_strong(expected, me)) return true;
-  return expected == me;
+  // If registration failed (out of memory at load) no fork can be told apart: stay serial.
+  return atfork_registered && !forked_child.load(std::memory_order_relaxed);
 }
 #else
 bool may_go_parallel() { return true; }
@@ -265,6 +275,7 @@ void run_split(const Span* tensors, std::size_t count, Fn&& fn) {
   for (std::size_t k = 0; k < count; ++k) elements += tensors[k].size;
   const int threads = threads_for(elements);
   if (threads <= 1 || !may_go_parallel()) {
+    const detail::IeeeEnvironment ieee;
     for (std::size_t k = 0; k < count; ++k) fn(k, std::size_t{0}, tensors[k].size);
     return;
   }
@@ -273,10 +284,16 @@ void run_split(const Span* tensors, std::size_t count, Fn&& fn) {
     e = std::min(e, tensors[k].size);
     if (b < e) fn(k, b, e);
   };
+  // Every thread sets the environment itself: pool threads keep whatever they were created
+  // with, and the caller's FTZ/DAZ would otherwise apply to its chunk only.
 #if defined(_OPENMP)
 #pragma omp parallel num_threads(threads)
-  split.for_slice(omp_get_thread_num(), omp_get_num_threads(), clipped);
+  {
+    const detail::IeeeEnvironment ieee;
+    split.for_slice(omp_get_thread_num(), omp_get_num_threads(), clipped);
+  }
 #else
+  const detail::IeeeEnvironment ieee;
   split.for_slice(0, 1, clipped);
 #endif
 }
@@ -285,6 +302,8 @@ template <class P>
 void step_impl(const Options& options, const TensorSpan<P, detail::StateT<P>>* tensors,
                std::size_t count) {
   using T = detail::StateT<P>;
+  // The coefficients too: under DAZ/FTZ a subnormal lr or 1 - alpha^t would round to 0.
+  const detail::IeeeEnvironment ieee;
   validate(options);
   for (std::size_t k = 0; k < count; ++k) {
     const auto& t = tensors[k];

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "driver.hpp"
+#include "fp_env.hpp"
 #include "kernel.hpp"
 #include "rmsprop/rmsprop.hpp"
 #include "rmsprop/rows.hpp"
@@ -194,6 +195,8 @@ void for_each_row(std::size_t unique, std::size_t row_size, Fn&& fn) {
     const auto n = static_cast<long long>(unique);
 #pragma omp parallel num_threads(threads)
     {
+      // Every thread runs under the IEEE environment, whatever FTZ/DAZ its creator had set.
+      const detail::IeeeEnvironment ieee;
       Scratch<P> scratch(row_size);
 #pragma omp for schedule(static)
       for (long long j = 0; j < n; ++j) fn(static_cast<std::size_t>(j), scratch);
@@ -209,6 +212,8 @@ template <class P>
 void step_rows_impl(const Options& options, const RowSparseSpan<P, StateT<P>>* tensors,
                     std::size_t count) {
   using T = StateT<P>;
+  // The serial path, the coefficients and the duplicate sums run under IEEE rules too.
+  const detail::IeeeEnvironment ieee;
   validate(options);
   const std::vector<RowPlan>& plans = checked_plans<P>(&options, tensors, count);
   const detail::Variant variant = detail::variant_of(options);
