@@ -521,7 +521,10 @@ def test_torch_tensor_messages_name_the_conversion() -> None:
 def test_not_array_like_message_has_no_conversion_hint() -> None:
     opt, _, grads = two_param_optimizer()
     grads[1] = "gradient"  # type: ignore[call-overload]
-    with pytest.raises(TypeError, match=r"grads\[1\] must be a numpy\.ndarray \(or an rmsprop\.RowGrad of rows\), got str$"):
+    with pytest.raises(
+        TypeError,
+        match=r"grads\[1\] must be a numpy\.ndarray \(or an rmsprop\.RowGrad of rows\), got str$",
+    ):
         opt.step(grads)
 
 
