@@ -8,16 +8,19 @@ import pickle
 import threading
 import time
 import warnings
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
 import pytest
 
+import rmsprop
 from rmsprop import RMSprop
 
-SIZES = (70_001, 40_000)  # above the size at which the core releases the GIL
+SIZES = (100_001, 60_000)  # large enough that a copy overlaps a step running without the GIL
 OPTIONS: dict[str, Any] = {"lr": 1e-3, "momentum": 0.9, "centered": True}
-STEPS = 60
+MAX_STEPS = 100
+SNAPSHOTS = 80
 
 
 def problem(seed: int = 3) -> tuple[list[np.ndarray], list[list[np.ndarray]]]:
@@ -27,21 +30,128 @@ def problem(seed: int = 3) -> tuple[list[np.ndarray], list[list[np.ndarray]]]:
     return params, grads
 
 
-def reference_states(
-    params0: list[np.ndarray], grads: list[list[np.ndarray]]
-) -> tuple[list[dict[str, Any]], list[list[np.ndarray]]]:
-    """state_dict()['state'] and the params after each step k = 0..STEPS, without threads."""
+def fingerprint(state: Mapping[Any, Any]) -> tuple[int, dict[Any, Any]]:
+    """(the step count, every entry with its arrays' bytes hashed): small enough to keep
+    hundreds of snapshots."""
+    entries = {
+        index: {
+            key: hash(value.tobytes()) if isinstance(value, np.ndarray) else value
+            for key, value in entry.items()
+        }
+        for index, entry in state.items()
+        if entry
+    }
+    return (int(entries[0]["step"]) if 0 in entries else 0), entries
+
+
+def reference_run(
+    params0: list[np.ndarray], grads: list[list[np.ndarray]], steps: int
+) -> tuple[list[dict[Any, Any]], RMSprop, list[np.ndarray]]:
+    """Fingerprints of the state after each step 0..steps of an uninterrupted, unthreaded
+    run, and that run's optimizer and params at the end."""
     params = [p.copy() for p in params0]
     opt = RMSprop(params, **OPTIONS)
-    states, snapshots = [opt.state_dict()["state"]], [[p.copy() for p in params]]
-    for k in range(STEPS):
+    prints = [fingerprint(opt.state_dict()["state"])[1]]
+    for k in range(steps):
         opt.step(grads[k % len(grads)])
-        states.append(opt.state_dict()["state"])
-        snapshots.append([p.copy() for p in params])
-    return states, snapshots
+        prints.append(fingerprint(opt.state_dict()["state"])[1])
+    return prints, opt, params
+
+
+@pytest.fixture
+def one_kernel_thread() -> Iterator[None]:
+    """The races are between Python threads; OpenMP workers on top only oversubscribe."""
+    before = rmsprop.get_num_threads()
+    rmsprop.set_num_threads(1)
+    yield
+    rmsprop.set_num_threads(before)
+
+
+def race(opt: RMSprop, grads: list[list[np.ndarray]], take: Any) -> list[Any]:
+    """Step opt in a background thread while this thread calls take() repeatedly; returns
+    what take() returned (SNAPSHOTS times, unless the steps ran out first)."""
+    go, stop = threading.Event(), threading.Event()
+
+    def run() -> None:
+        go.wait()
+        for k in range(MAX_STEPS):
+            if stop.is_set():
+                break
+            opt.step(grads[k % len(grads)])
+            time.sleep(0)  # a lock is not fair: let the snapshots in between steps too
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    taken = []
+    go.set()
+    while thread.is_alive() and len(taken) < SNAPSHOTS:
+        taken.append(take())
+    stop.set()
+    thread.join()
+    return taken
+
+
+@pytest.mark.usefixtures("one_kernel_thread")
+def test_state_dict_and_pickle_taken_during_steps_are_consistent_and_resume_bitwise() -> None:
+    params0, grads = problem()
+    opt = RMSprop([p.copy() for p in params0], **OPTIONS)
+    kept: list[dict[Any, Any]] = []
+
+    def take() -> list[tuple[str, tuple[int, dict[Any, Any]]]]:
+        state = opt.state_dict()["state"]
+        if len(kept) < 1 and state.get(0) and state[0]["step"] > 3:
+            kept.append(state)  # resumed from below
+        restored = pickle.loads(pickle.dumps(opt))
+        return [
+            ("state_dict", fingerprint(state)),
+            ("pickle", fingerprint(dict(enumerate(restored.state)))),
+        ]
+
+    snapshots = [snapshot for pair in race(opt, grads, take) for snapshot in pair]
+    assert len(snapshots) > 4
+    want, _, _ = reference_run(params0, grads, MAX_STEPS)
+    for how, (count, entries) in snapshots:
+        # Both params step together: their counts agree, and every array is that step's.
+        assert entries == want[count], f"{how} at step {count} mixes two steps"
+    # Resume from a snapshot taken mid-run: continues exactly as the run that never stopped.
+    assert kept
+    count = kept[0][0]["step"]
+    _, _, resumed_params = reference_run(params0, grads, count)
+    resumed = RMSprop(resumed_params, **OPTIONS)
+    resumed.load_state_dict({"state": kept[0], "param_groups": opt.state_dict()["param_groups"]})
+    for k in range(count, count + 10):
+        resumed.step(grads[k % len(grads)])
+    _, _, final = reference_run(params0, grads, count + 10)
+    for got, expected in zip(resumed_params, final):
+        assert got.tobytes() == expected.tobytes()
+
+
+@pytest.mark.usefixtures("one_kernel_thread")
+def test_load_state_dict_during_steps_is_never_torn() -> None:
+    """With a constant gradient and no weight decay the state never depends on the params, so
+    after any interleaving of loads of the step-k0 state and steps, a state with count c must
+    equal the uninterrupted run's state at c."""
+    params0, grads = problem(4)
+    constant = [grads[0]]
+    k0 = 5
+    _, at_k0, _ = reference_run(params0, constant, k0)
+    saved = at_k0.state_dict()
+    opt = RMSprop([p.copy() for p in params0], **OPTIONS)
+
+    def take() -> tuple[int, dict[Any, Any]]:
+        opt.load_state_dict(saved)
+        return fingerprint(opt.state_dict()["state"])
+
+    states = race(opt, constant, take)
+    states.append(fingerprint(opt.state_dict()["state"]))
+    assert len(states) > 2
+    want, _, _ = reference_run(params0, constant, k0 + MAX_STEPS)
+    for count, entries in states:
+        assert entries == want[count], f"the state at step {count} mixes two steps"
 
 
 def assert_same_state(got: dict[Any, Any], want: dict[Any, Any], what: str) -> None:
+    got = {index: entry for index, entry in got.items() if entry}
     assert sorted(got) == sorted(want), what
     for index, entry in want.items():
         assert sorted(got[index]) == sorted(entry), what
@@ -50,73 +160,6 @@ def assert_same_state(got: dict[Any, Any], want: dict[Any, Any], what: str) -> N
                 assert got[index][key].tobytes() == value.tobytes(), f"{what}: {key} of {index}"
             else:
                 assert got[index][key] == value, f"{what}: {key} of {index}"
-
-
-def step_in_background(opt: RMSprop, grads: list[list[np.ndarray]]) -> threading.Thread:
-    def run() -> None:
-        for k in range(STEPS):
-            opt.step(grads[k % len(grads)])
-            time.sleep(0)  # a lock is not fair: let the snapshots in between steps too
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    return thread
-
-
-def test_state_dict_and_pickle_taken_during_steps_are_consistent_and_resume_bitwise() -> None:
-    params0, grads = problem()
-    want, want_params = reference_states(params0, grads)
-    params = [p.copy() for p in params0]
-    opt = RMSprop(params, **OPTIONS)
-    thread = step_in_background(opt, grads)
-    snapshots: list[tuple[str, dict[Any, Any]]] = []
-    while thread.is_alive():
-        snapshots.append(("state_dict", opt.state_dict()["state"]))
-        restored = pickle.loads(pickle.dumps(opt))
-        snapshots.append(("pickle", dict(enumerate(restored.state))))
-    thread.join()
-    assert len(snapshots) > 4
-    for how, state in snapshots:
-        count = state[0]["step"] if state.get(0) else 0
-        # Both params step together: their counts agree, and every array is step count's.
-        assert_same_state({i: e for i, e in state.items() if e}, want[count], f"{how} at {count}")
-    # Resume from a mid-run snapshot: continues exactly as the run that never stopped.
-    how, state = snapshots[len(snapshots) // 2]
-    count = state[0]["step"] if state.get(0) else 0
-    resumed_params = [p.copy() for p in want_params[count]]
-    resumed = RMSprop(resumed_params, **OPTIONS)
-    resumed.load_state_dict({"state": state, "param_groups": opt.state_dict()["param_groups"]})
-    for k in range(count, STEPS):
-        resumed.step(grads[k % len(grads)])
-    for got, final in zip(resumed_params, want_params[STEPS]):
-        assert got.tobytes() == final.tobytes()
-
-
-def test_load_state_dict_during_steps_is_never_torn() -> None:
-    """With a constant gradient and no weight decay the state never depends on the params, so
-    after any interleaving of loads of the step-k0 state and steps, a state with count c must
-    equal the uninterrupted run's state at c."""
-    params0, grads = problem(4)
-    constant = [grads[0]] * 4
-    want, _ = reference_states(params0, constant)
-    k0 = 5
-    saved = {
-        "state": want[k0],
-        "param_groups": RMSprop(params0, **OPTIONS).state_dict()["param_groups"],
-    }
-    params = [p.copy() for p in params0]
-    opt = RMSprop(params, **OPTIONS)
-    thread = step_in_background(opt, constant)
-    seen = 0
-    while thread.is_alive():
-        opt.load_state_dict(saved)
-        state = opt.state_dict()["state"]
-        assert_same_state(state, want[state[0]["step"]], "after a load")
-        seen += 1
-    thread.join()
-    state = opt.state_dict()["state"]
-    assert_same_state(state, want[state[0]["step"]], "at the end")
-    assert seen > 2
 
 
 # ------------------------------------------------------------------ all-or-nothing loads

