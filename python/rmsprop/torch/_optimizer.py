@@ -292,9 +292,14 @@ class RMSprop(Optimizer):
                     self._adopt(slot, published, group, index + k)
                     counts[k] = float(slot.steps)
                 try:
-                    grads.append(grad.numpy())
+                    array = grad.numpy()
                 except (TypeError, RuntimeError):
-                    grads.append(grad_view(param, grad, describe(index + k, names)))
+                    array = grad_view(param, grad, describe(index + k, names))
+                if not grad.is_contiguous():
+                    # A copy of an input only (params and state are never copied): torch
+                    # accepts gradients in any layout.
+                    array = np.ascontiguousarray(array)
+                grads.append(array)
                 slot.core["step"] = int(counts[k])
                 stepped.append(param)
             core_group = dict(group)
