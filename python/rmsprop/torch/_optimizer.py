@@ -287,7 +287,7 @@ class RMSprop(Optimizer):
                     self._refresh_view(cache, k, index + k)
                 published = state.get(param)
                 if published is not slot.published or (
-                    published is not None and _ids(published) != slot.ids
+                    published is not None and tuple(map(id, published.values())) != slot.ids
                 ):
                     self._adopt(slot, published, group, index + k)
                     counts[k] = float(slot.steps)
@@ -432,10 +432,6 @@ class RMSprop(Optimizer):
         state["preset"] = self.preset
         state["skip_if_nonfinite"] = self.skip_if_nonfinite
         return state
-
-
-def _ids(mapping: dict[str, Any]) -> tuple[int, ...]:
-    return tuple(map(id, mapping)) + tuple(map(id, mapping.values()))
 
 
 _observed_step = Optimizer.profile_hook_step(RMSprop._step)
