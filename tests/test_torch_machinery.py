@@ -331,3 +331,13 @@ def test_pickle_and_deepcopy_continue_identically() -> None:
 def test_import_rmsprop_does_not_import_torch() -> None:
     code = "import sys, rmsprop; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_docstring_examples() -> None:
+    import doctest
+
+    import rmsprop.torch._optimizer
+
+    for module in (rt, rmsprop.torch._optimizer):
+        result = doctest.testmod(module, optionflags=doctest.ELLIPSIS, verbose=False)
+        assert result.attempted > 0 and result.failed == 0, module.__name__

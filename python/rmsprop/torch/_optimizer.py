@@ -229,7 +229,7 @@ class RMSprop(Optimizer):
             new = self._new_group(group, sum(len(g.params) for g in groups))
             for slot in new.slots:
                 old = known.get(id(slot.param))
-                if old is not None and old.core:
+                if old is not None and "square_avg" in old.core:
                     slot.core.update(old.core)
                     slot.steps[()] = float(old.steps)
                     slot.publish(self.state, old.published)
@@ -384,7 +384,7 @@ class RMSprop(Optimizer):
         """The param's storage moved (``p.data = ...``, ZeRO's bucket views): view it anew."""
         slot = cache.slots[k]
         view = param_view(slot.param, describe(index, self._names))
-        if (view.shape != slot.view.shape or view.dtype != slot.view.dtype) and slot.core:
+        if (view.shape != slot.view.shape or view.dtype != slot.view.dtype) and "square_avg" in slot.core:
             raise ValueError(
                 f"{describe(index, self._names)} changed shape or dtype from "
                 f"{slot.view.shape} {slot.view.dtype} to {view.shape} {view.dtype} while it "
