@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from copy import deepcopy
 from typing import TYPE_CHECKING, Any
 
+from ._groups import check_torch_options
 from ._state import Slot, checked_entry
 from ._tensors import describe
 
@@ -20,8 +21,6 @@ if TYPE_CHECKING:
 
 def load_state_dict(optimizer: RMSprop, state_dict: Mapping[str, Any]) -> None:
     """Load ``state_dict`` into ``optimizer`` (see ``RMSprop.load_state_dict``)."""
-    from ._optimizer import check_torch_options
-
     if not isinstance(state_dict, Mapping) or not {"state", "param_groups"} <= set(state_dict):
         raise ValueError("state_dict must be a mapping with 'state' and 'param_groups'")
     state_dict = dict(state_dict)

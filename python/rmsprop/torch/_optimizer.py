@@ -19,9 +19,9 @@ from torch.optim.optimizer import (
 )
 
 from .. import _core
-from .._buffers import aligned_full, is_sixteen_bit, state_dtype
-from .._options import UNSET, check_group_options, resolve_defaults
+from .._options import UNSET, resolve_defaults
 from ._checkpoint import load_state_dict
+from ._groups import TORCH_KEYS, Group, buffer_keys, check_torch_options
 from ._state import Slot, checked_entry
 from ._tensors import describe, grad_view, param_view, renamed
 
@@ -31,47 +31,6 @@ _profiler_enabled: Callable[[], bool] = torch.autograd._profiler_enabled  # type
 
 # What _core.step_optimizer reports.
 _APPLIED, _STATE_MISSING, _SKIPPED_NONFINITE = 0, 1, 2
-
-#: torch.optim.RMSprop's own group keys, in its order; ours follow them.
-TORCH_KEYS = (
-    "lr",
-    "momentum",
-    "alpha",
-    "eps",
-    "centered",
-    "weight_decay",
-    "capturable",
-    "foreach",
-    "maximize",
-    "differentiable",
-)
-
-
-def check_torch_options(group: dict[str, Any], where: str) -> None:
-    """The torch-only keys: what a CPU step over the core cannot honour is refused."""
-    if group.get("capturable"):
-        raise ValueError(
-            f"{where}: capturable=True is for CUDA graph capture; rmsprop.torch.RMSprop steps "
-            "CPU tensors and cannot be captured. Pass capturable=False"
-        )
-    if group.get("differentiable"):
-        raise ValueError(
-            f"{where}: differentiable=True needs autograd through the step; the fused core "
-            "updates memory outside autograd. Use torch.optim.RMSprop for that"
-        )
-    check_group_options(group, where)
-
-
-class _Group:
-    """A param group's slots, the core's view list and its flat step counters."""
-
-    __slots__ = ("params", "slots", "steps", "views")
-
-    def __init__(self, params: list[torch.Tensor], slots: list[Slot], steps: np.ndarray) -> None:
-        self.params = params
-        self.slots = slots
-        self.steps = steps
-        self.views = [slot.view for slot in slots]
 
 
 class RMSprop(Optimizer):
@@ -165,7 +124,7 @@ class RMSprop(Optimizer):
         self.preset = preset
         self.skip_if_nonfinite = bool(skip_if_nonfinite)
         self.last_step_skipped = False
-        self._groups: list[_Group] = []
+        self._groups: list[Group] = []
         self._states: list[dict[str, Any]] = []  # the core's, aligned with all params
         self._names: list[str | None] = []
         super().__init__(params, defaults)
@@ -190,7 +149,7 @@ class RMSprop(Optimizer):
             raise
         self._index()
 
-    def _new_group(self, group: dict[str, Any], start: int) -> _Group:
+    def _new_group(self, group: dict[str, Any], start: int) -> Group:
         params = group["params"]
         names = group.get("param_names", [None] * len(params))
         steps = np.zeros(len(params), np.float32)
@@ -200,7 +159,7 @@ class RMSprop(Optimizer):
             where = describe(start + k, [*self._names, *names])
             view = param_view(param, where)
             slots.append(Slot(param, view, steps[k : k + 1].reshape(()), steps_tensor[k]))
-        return _Group(params, slots, steps)
+        return Group(params, slots, steps)
 
     def _index(self) -> None:
         """Rebuild the flat lists the core takes (states, names) from the groups."""
@@ -223,7 +182,7 @@ class RMSprop(Optimizer):
         """Someone edited ``param_groups`` behind our back: rebuild, keeping known params' state."""
         known = {id(slot.param): slot for g in self._groups for slot in g.slots}
         self._names = []
-        groups: list[_Group] = []
+        groups: list[Group] = []
         for k, group in enumerate(self.param_groups):
             check_torch_options(group, f"param group {k}")
             new = self._new_group(group, sum(len(g.params) for g in groups))
@@ -342,17 +301,11 @@ class RMSprop(Optimizer):
         index = 0
         try:
             for group, cache in zip(self.param_groups, self._groups):
-                keys = ["square_avg"]
-                if group["momentum"] > 0:
-                    keys.append("momentum_buffer")
-                if group["centered"]:
-                    keys.append("grad_avg")
-                if group["master_weights"]:
-                    keys.append("master_param")
+                keys = buffer_keys(group)
                 for slot in cache.slots:
                     if grads[index] is not None:
                         for key in keys:
-                            if key not in slot.core and self._new_buffer(slot, key, group):
+                            if key not in slot.core and slot.new_buffer(key, group):
                                 created.append((slot, key))
                     index += 1
             result = self._run(core_groups, grads, first=False)
@@ -367,24 +320,13 @@ class RMSprop(Optimizer):
             slot.publish(self.state, slot.published)
         return result
 
-    @staticmethod
-    def _new_buffer(slot: Slot, key: str, group: dict[str, Any]) -> bool:
-        view = slot.view
-        if key == "master_param":
-            if not is_sixteen_bit(view.dtype):
-                return False  # float32/float64 params are their own master copy
-            slot.core[key] = aligned_full(view, 0.0, np.float32)
-            np.copyto(slot.core[key], view.astype(np.float32))
-            return True
-        fill = group["initial_square_avg"] if key == "square_avg" else 0.0
-        slot.core[key] = aligned_full(view, fill, state_dtype(view))
-        return True
-
-    def _refresh_view(self, cache: _Group, k: int, index: int) -> None:
+    def _refresh_view(self, cache: Group, k: int, index: int) -> None:
         """The param's storage moved (``p.data = ...``, ZeRO's bucket views): view it anew."""
         slot = cache.slots[k]
         view = param_view(slot.param, describe(index, self._names))
-        if (view.shape != slot.view.shape or view.dtype != slot.view.dtype) and "square_avg" in slot.core:
+        if (
+            view.shape != slot.view.shape or view.dtype != slot.view.dtype
+        ) and "square_avg" in slot.core:
             raise ValueError(
                 f"{describe(index, self._names)} changed shape or dtype from "
                 f"{slot.view.shape} {slot.view.dtype} to {view.shape} {view.dtype} while it "

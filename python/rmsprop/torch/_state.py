@@ -55,6 +55,19 @@ class Slot:
         self.published = published
         self.ids = ids_of(published)
 
+    def new_buffer(self, key: str, group: Mapping[str, Any]) -> bool:
+        """Create the core buffer ``key`` as a first step does; False if this param needs none."""
+        view = self.view
+        if key == "master_param":
+            if not is_sixteen_bit(view.dtype):
+                return False  # float32/float64 params are their own master copy
+            self.core[key] = aligned_full(view, 0.0, np.float32)
+            np.copyto(self.core[key], view.astype(np.float32))
+            return True
+        fill = group["initial_square_avg"] if key == "square_avg" else 0.0
+        self.core[key] = aligned_full(view, fill, state_dtype(view))
+        return True
+
     def reset(self, state: dict[Any, Any]) -> None:
         """Forget this param's state: its next step starts afresh, as torch does."""
         self.core.clear()
