@@ -341,3 +341,15 @@ def test_docstring_examples() -> None:
     for module in (rt, rmsprop.torch._optimizer):
         result = doctest.testmod(module, optionflags=doctest.ELLIPSIS, verbose=False)
         assert result.attempted > 0 and result.failed == 0, module.__name__
+
+
+def test_skip_if_nonfinite_skips_the_whole_step() -> None:
+    a, b = torch.nn.Parameter(torch.ones(5)), torch.nn.Parameter(torch.ones(3))
+    opt = rt.RMSprop([a, b], skip_if_nonfinite=True)
+    a.grad, b.grad = torch.ones(5), torch.tensor([1.0, float("inf"), 1.0])
+    opt.step()
+    assert opt.last_step_skipped and len(opt.state) == 0
+    assert torch.equal(a, torch.ones(5)) and torch.equal(b, torch.ones(3))
+    b.grad = torch.ones(3)
+    opt.step()
+    assert not opt.last_step_skipped and opt.state[b]["step"].item() == 1.0

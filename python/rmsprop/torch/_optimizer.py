@@ -316,8 +316,9 @@ class RMSprop(Optimizer):
             if result != _APPLIED:
                 for slot, key in created:
                     del slot.core[key]
-        for slot in dict.fromkeys(slot for slot, _ in created):
-            slot.publish(self.state, slot.published)
+        if result == _APPLIED:
+            for slot in dict.fromkeys(slot for slot, _ in created):
+                slot.publish(self.state, slot.published)
         return result
 
     def _refresh_view(self, cache: Group, k: int, index: int) -> None:
