@@ -152,7 +152,10 @@ class RMSprop(Optimizer):
     def _new_group(self, group: dict[str, Any], start: int) -> Group:
         params = group["params"]
         names = group.get("param_names", [None] * len(params))
-        steps = np.zeros(len(params), np.float32)
+        # torch keeps step counts in its scalar dtype: float32, or float64 when that is the
+        # default dtype.
+        float64 = torch.get_default_dtype() == torch.float64
+        steps = np.zeros(len(params), np.float64 if float64 else np.float32)
         steps_tensor = torch.from_numpy(steps)
         slots = []
         for k, param in enumerate(params):

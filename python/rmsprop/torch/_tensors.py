@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-#: What the core steps: torch dtype -> (storage dtype the core sees, state dtype).
+#: The param dtypes the core steps (their state is float32, or float64 for float64 params).
 SUPPORTED_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 
