@@ -135,6 +135,20 @@ def test_step_hooks_and_profiler() -> None:
     assert opt.state[w]["step"].item() == 3.0
 
 
+def test_subclass_overriding_step_runs_hooks_once() -> None:
+    class Logged(rt.RMSprop):
+        def step(self, closure: Any = None) -> Any:
+            return super().step(closure)
+
+    w = torch.nn.Parameter(torch.ones(3))
+    opt = Logged([w])
+    calls: list[str] = []
+    opt.register_step_pre_hook(lambda o, a, k: calls.append("pre"))
+    w.grad = torch.ones(3)
+    opt.step()
+    assert calls == ["pre"] and opt.state[w]["step"].item() == 1.0
+
+
 def test_grad_scaler_on_cpu_follows_torch() -> None:
     def run(optimizer_class: Any) -> Any:
         net = make_net()

@@ -214,13 +214,15 @@ class RMSprop(Optimizer):
         """
         # torch's step wrapper (profiler range, hook dispatch) costs tens of microseconds;
         # it runs only when something would observe it.
+        # A subclass that overrides step() gets torch's wrapper around its own step (torch
+        # wraps any step not marked as hooked), so hooks must not run a second time here.
         if (
             self._optimizer_step_pre_hooks
             or self._optimizer_step_post_hooks
             or _global_optimizer_pre_hooks
             or _global_optimizer_post_hooks
             or _profiler_enabled()
-        ):
+        ) and type(self).step is RMSprop.step:
             return _observed_step(self, closure)
         return self._step(closure)
 
