@@ -10,6 +10,7 @@
 #include <optional>
 #include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 #include "arrays.hpp"
 #include "bindings.hpp"
@@ -54,6 +55,9 @@ struct Parser {
   bool missing_state_is_error = true;
   std::vector<py::object> keep_alive;  // owns every array until the kernels are done
   std::vector<Interval> intervals;
+  // Where the next tensor sits in a larger one (rounding stream, index offset): set by the MPI
+  // sharder, whose shard pieces must draw the whole tensor's stochastic-rounding noise.
+  std::optional<std::pair<std::uint64_t, std::uint64_t>> placement;
 
   void add_interval(const py::array& a, const Origin& origin) {
     const auto nbytes = static_cast<std::uintptr_t>(a.nbytes());
@@ -127,7 +131,8 @@ struct Parser {
       span.master_param = master_param ? data_of<S>(*master_param) : nullptr;
       span.size = static_cast<std::size_t>(param.size());
       span.step = step;
-      span.rounding_stream = static_cast<std::uint64_t>(index);
+      span.rounding_stream = placement ? placement->first : static_cast<std::uint64_t>(index);
+      span.index_offset = placement ? placement->second : 0;
       spans.push_back(span);
     };
     switch (storage) {
@@ -216,9 +221,11 @@ enum class StepResult : int { kApplied = 0, kStateMissing = 1, kSkippedNonfinite
 // Returns kStateMissing, having changed nothing, when a stepped param's state lacks a buffer
 // and create_state_first is true: the caller then creates the buffers and calls again. With
 // skip_if_nonfinite, returns kSkippedNonfinite, having changed nothing, if any gradient holds
-// an inf or NaN.
+// an inf or NaN. placement, None or a list aligned with states of (rounding_stream,
+// index_offset) pairs of non-negative ints, says where each tensor sits in a larger one (a
+// shard piece); by default a tensor is its own whole, with its index as stream.
 int step_optimizer(py::list groups, py::handle grads_obj, py::list states,
-                   bool create_state_first, bool skip_if_nonfinite) {
+                   bool create_state_first, bool skip_if_nonfinite, py::object placement) {
   Parser parser{Namer{false}, !create_state_first, {}, {}};
   std::vector<Group> parsed;
   parsed.reserve(groups.size());
@@ -239,6 +246,13 @@ int step_optimizer(py::list groups, py::handle grads_obj, py::list states,
     throw py::value_error("step() got " + std::to_string(grads.size()) + " gradients for " +
                           std::to_string(total) +
                           " params; pass one per param in param-group order (None skips one)");
+  }
+  std::optional<py::list> placements;
+  if (!placement.is_none()) {
+    if (!PyList_Check(placement.ptr()) || py::len(placement) != total) {
+      throw py::value_error("placement must be None or a list with one pair per state");
+    }
+    placements = py::reinterpret_borrow<py::list>(placement);
   }
   const Keys& key = keys();
   for (py::handle group : groups) {
@@ -267,6 +281,14 @@ int step_optimizer(py::list groups, py::handle grads_obj, py::list states,
           step_obj ? as_step(step_obj, [&] {
             return "state[" + std::to_string(index) + "]['step']";
           }) : 0;
+      if (placements) {
+        const py::handle at = PyList_GET_ITEM(placements->ptr(), index);
+        if (!PyTuple_Check(at.ptr()) || PyTuple_GET_SIZE(at.ptr()) != 2) {
+          throw py::type_error("placement entries must be (rounding_stream, index_offset)");
+        }
+        parser.placement.emplace(py::cast<std::uint64_t>(PyTuple_GET_ITEM(at.ptr(), 0)),
+                                 py::cast<std::uint64_t>(PyTuple_GET_ITEM(at.ptr(), 1)));
+      }
       try {
         parser.add_tensor(out, static_cast<long long>(index), params[k], grad,
                           dict_item(state, key.square_avg), dict_item(state, key.grad_avg),
@@ -328,12 +350,15 @@ void roofline(py::array_t<float, py::array::c_style> p, py::array_t<float, py::a
 void bind_step(py::module_& m) {
   m.def("step_optimizer", &step_optimizer, py::arg("groups"), py::arg("grads"),
         py::arg("states"), py::arg("create_state_first"), py::arg("skip_if_nonfinite"),
+        py::arg("placement") = py::none(),
         "Validate every group, then run one fused step per group with the GIL released.\n\n"
         "groups are the param-group dicts (hyper-parameters and 'params'); grads and states\n"
         "(dicts) are aligned with all params. Nothing is written unless every\n"
         "input is valid; each stepped state's 'step' is incremented afterwards. Returns 0\n"
         "(applied), 1 (create_state_first and a state lacks a buffer) or 2\n"
-        "(skip_if_nonfinite and a gradient is inf/NaN); nothing changes unless 0.");
+        "(skip_if_nonfinite and a gradient is inf/NaN); nothing changes unless 0.\n"
+        "placement: None, or one (rounding_stream, index_offset) pair per state for tensors\n"
+        "that are pieces of larger ones (stochastic-rounding noise of the whole tensor).");
   m.def("step_functional", &step_functional, py::arg("options"), py::arg("param"),
         py::arg("grad"), py::arg("square_avg"), py::arg("grad_avg"),
         py::arg("momentum_buffer"), py::arg("master_param"), py::arg("step"),
