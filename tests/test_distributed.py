@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -77,6 +78,28 @@ def test_killed_rank_ends_job_and_checkpoint_restarts_on_other_size(tmp_path: Pa
     resumed = launch(3, "restart", str(checkpoint), "2")
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-5000:]
     assert passed_ranks(resumed) == 3
+
+
+def _losses(text: str) -> list[float]:
+    return [float(x) for x in re.findall(r"^Epoch \[\d+/10\], Loss: ([0-9.]+)$", text, re.M)]
+
+
+@needs_mpi
+@pytest.mark.parametrize("ranks", [2, 3])
+def test_data_parallel_example_prints_the_full_batch_losses(ranks: int) -> None:
+    example = ROOT / "examples" / "data_parallel.py"
+    result = launch(ranks, script=example)
+    assert result.returncode == 0, result.stderr[-5000:]
+    single = subprocess.run(
+        [sys.executable, str(example.with_name("simple_net.py"))],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    ours, theirs = _losses(result.stdout), _losses(single)
+    assert len(ours) == len(theirs) == 10
+    # Equal as printed; the tolerance only absorbs a last-digit flip from float32 rounding.
+    assert all(abs(a - b) <= 1.5e-4 for a, b in zip(ours, theirs)), (ours, theirs)
 
 
 def _layout_module():  # type: ignore[no-untyped-def]

@@ -95,11 +95,15 @@ class Exchange:
         layout, size = self.layout, self.shard_bytes
         self.send: np.ndarray | None = None  # allocated on first use: flat grads need none
         self.recv = aligned_bytes(size * self.ranks)
-        self.alltoall_send = (
-            [layout.byte_cuts[q + 1] - layout.byte_cuts[q] for q in range(self.ranks)],
-            layout.byte_cuts[:-1],
-        )
-        self.alltoall_recv = ([size] * self.ranks, [q * size for q in range(self.ranks)])
+        # A rank's own chunk never goes through MPI: it is packed straight into place.
+        sizes = [layout.byte_cuts[q + 1] - layout.byte_cuts[q] for q in range(self.ranks)]
+        sizes[self.rank] = 0
+        self.alltoall_send = (sizes, layout.byte_cuts[:-1])
+        counts = [0 if q == self.rank else size for q in range(self.ranks)]
+        self.alltoall_recv = (counts, [q * size for q in range(self.ranks)])
+        self.own = self.recv[self.rank * size : (self.rank + 1) * size]
+        self.byte_range = (byte_start, byte_start + size)
+        self.plan: list[tuple[int, int, int, np.ndarray]] = []
         # Consecutive pieces of one dtype form one run (the padding between them is summed too,
         # harmlessly), so the sum is a few NumPy calls per rank, not one per tensor.
         runs: list[tuple[np.dtype, int, int]] = []
@@ -133,13 +137,9 @@ class Exchange:
             ]
         send = flat_view(grads, self.layout)
         if send is None:
-            if self.send is None:
-                self.send = aligned_bytes(self.layout.nbytes)
-            send = self.send
-            for k, g in enumerate(grads):
-                if g is not None:
-                    dest = _typed(send, self.layout.byte_starts[k], g.size, self.dtypes[k])
-                    np.copyto(dest, g.reshape(-1))
+            send = self._pack(grads)
+        else:
+            np.copyto(self.own, send[self.byte_range[0] : self.byte_range[1]])
         self.comm.Alltoallv(
             [send, self.alltoall_send, MPI.BYTE], [self.recv, self.alltoall_recv, MPI.BYTE]
         )
@@ -147,6 +147,30 @@ class Exchange:
             for chunks in self.runs:
                 self._sum_in_rank_order(chunks)
         return [None if grads[c.param] is None else r for c, r in zip(self.pieces, self.reduced)]
+
+    def _pack(self, grads: Sequence[np.ndarray | None]) -> np.ndarray:
+        """Copy the grads into the send buffer, this rank's own range into its chunk."""
+        if self.send is None:
+            self.send = aligned_bytes(self.layout.nbytes)
+            mine = {c.param: c for c in self.pieces}
+            start = self.byte_range[0]
+            for k, size in enumerate(self.layout.sizes):
+                c = mine.get(k)
+                cuts = [0, size] if c is None else [0, c.begin, c.end, size]
+                for b, e in zip(cuts, cuts[1:]):
+                    if b == e:
+                        continue
+                    if c is not None and b == c.begin:
+                        dest = _typed(self.own, c.byte - start, e - b, self.dtypes[k])
+                    else:
+                        byte = self.layout.byte_starts[k] + b * self.dtypes[k].itemsize
+                        dest = _typed(self.send, byte, e - b, self.dtypes[k])
+                    self.plan.append((k, b, e, dest))
+        for k, b, e, dest in self.plan:
+            g = grads[k]
+            if g is not None:
+                np.copyto(dest, g.reshape(-1)[b:e])
+        return self.send
 
     def _sum_in_rank_order(self, chunks: list[np.ndarray]) -> None:
         """((g_0 + g_1) + g_2) + ... in the state precision, then / N once for "mean"."""
