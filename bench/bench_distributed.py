@@ -38,6 +38,7 @@ def worker(case: str, rounds: int) -> dict[str, Any]:
 
     import rmsprop
     from rmsprop.distributed import ShardedRMSprop, packed_copies
+    from rmsprop.distributed._exchange import move
 
     comm = MPI.COMM_WORLD
     rank, ranks = comm.Get_rank(), comm.Get_size()
@@ -46,15 +47,14 @@ def worker(case: str, rounds: int) -> dict[str, Any]:
     rng = np.random.default_rng(rank)
     grads = [rng.standard_normal(s).astype(np.float32) for s in shapes]
     user = [np.random.default_rng(0).standard_normal(s).astype(np.float32) for s in shapes]
-    packed = packed_copies(user)
-    zero_user = ShardedRMSprop([p.copy() for p in user], comm, lr=1e-4)
-    zero_packed = ShardedRMSprop(packed, comm, lr=1e-4)
-    assert zero_packed._exchange.zero_copy  # (one array alone is already packed)
-    ex = zero_user._exchange
+    zero = ShardedRMSprop([p.copy() for p in user], comm, lr=1e-4)
+    zero_packed = ShardedRMSprop(packed_copies(user), comm, lr=1e-4)
+    assert zero_packed._exchange.packed
+    ex = zero._exchange
+    layout, cuts = ex.layout, ex.layout.byte_cuts
 
     # (a) The usual recipe: pack the grads, Allreduce them, full local step on every rank.
-    recipe_params = [p.copy() for p in user]
-    recipe = rmsprop.RMSprop(recipe_params, lr=1e-4)
+    recipe = rmsprop.RMSprop([p.copy() for p in user], lr=1e-4)
     offsets = np.cumsum([0] + [g.size for g in grads])
     flat_grad = np.zeros(offsets[-1], np.float32)
     grad_views = [flat_grad[a:b].reshape(s) for a, b, s in zip(offsets, offsets[1:], shapes)]
@@ -66,14 +66,15 @@ def worker(case: str, rounds: int) -> dict[str, Any]:
         np.divide(flat_grad, np.float32(ranks), out=flat_grad)
         recipe.step(grad_views)
 
-    # (b) The collectives ZeRO-1 runs, alone, on the same byte counts.
-    send = np.zeros(ex.layout.nbytes, np.uint8)
-    recv = np.zeros(ex.shard_bytes * ranks, np.uint8)
-    flat = np.zeros(ex.layout.nbytes, np.uint8)
+    # (b) ZeRO-1's own messages alone (gradient pieces to their owners, params back), on
+    # copies of the arrays: no checks, no sum, no step.
+    spare_grads = [g.copy().reshape(-1) for g in grads]
+    targets = [p.copy() for p in user]
+    spare = ShardedRMSprop(targets, comm, lr=1e-4)._exchange
 
     def raw_collectives() -> None:
-        comm.Alltoallv([send, ex.alltoall_send, MPI.BYTE], [recv, ex.alltoall_recv, MPI.BYTE])
-        comm.Allgatherv(MPI.IN_PLACE, [flat, ex.gather_spec, MPI.BYTE])
+        move(spare.comm, spare.reduce_transfers(spare_grads))
+        move(spare.comm, spare.gather_transfers)
 
     # The local step on this rank's shard (1/N of the params) and on everything.
     pieces = [np.zeros(c.size, np.float32) for c in ex.pieces]
@@ -85,13 +86,31 @@ def worker(case: str, rounds: int) -> dict[str, Any]:
         if shard_opt is not None:
             shard_opt.step(piece_grads)
 
-    # Gathering the params: into a flat buffer the params are views of, through a staging
-    # buffer and copies, or with MPI derived datatypes pointing at the user's arrays.
+    # Ways to gather the params. Chosen: one message per shard piece, straight into the
+    # user's arrays. Alternatives: one message per rank into a flat buffer the params would be
+    # views of; the same through a staging buffer with copies in and out; MPI derived datatypes
+    # over the user's arrays (one broadcast per rank); MPI_Allgatherv into a flat buffer.
+    flat = np.zeros(layout.nbytes, np.uint8)
+    flat_transfers = [(False, q, flat[cuts[q] : cuts[q + 1]]) for q, _ in ex.others]
+    flat_transfers += [(True, q, flat[cuts[rank] : cuts[rank + 1]]) for q, _ in ex.others]
+    copies_in, copies_out = [], []
+    for q in range(ranks):
+        for c in layout.pieces(q):
+            staged = flat[c.byte : c.byte + 4 * c.size].view(np.float32)
+            piece = targets[c.param].reshape(-1)[c.begin : c.end]
+            (copies_in if q == rank else copies_out).append((staged, piece))
+
+    def gather_staging() -> None:
+        for staged, piece in copies_in:
+            np.copyto(staged, piece)
+        move(spare.comm, flat_transfers)
+        for staged, piece in copies_out:
+            np.copyto(piece, staged)
+
     types = []
-    targets = [p.copy() for p in user]
     for q in range(ranks):
         blocks = [
-            (c.size * 4, targets[c.param].ctypes.data + 4 * c.begin) for c in ex.layout.pieces(q)
+            (c.size * 4, targets[c.param].ctypes.data + 4 * c.begin) for c in layout.pieces(q)
         ]
         kind = MPI.BYTE.Create_hindexed([b for b, _ in blocks], [a for _, a in blocks]).Commit()
         types.append(kind)
@@ -100,16 +119,28 @@ def worker(case: str, rounds: int) -> dict[str, Any]:
         for q, kind in enumerate(types):
             comm.Bcast([MPI.BOTTOM, 1, kind], root=q)
 
+    counts = [b - a for a, b in zip(cuts, cuts[1:])]
+
+    def gather_allgatherv() -> None:
+        comm.Allgatherv(MPI.IN_PLACE, [flat, (counts, cuts[:-1]), MPI.BYTE])
+
+    def raw_collectives_packed() -> None:
+        move(spare.comm, spare.reduce_transfers(spare_grads))
+        move(spare.comm, flat_transfers)
+
     competitors: dict[str, Callable[[], Any]] = {
-        "zero1": lambda: zero_user.step(grads),
+        "zero1": lambda: zero.step(grads),
         "zero1_packed_params": lambda: zero_packed.step(grads),
         "allreduce_recipe": allreduce_recipe,
         "raw_collectives": raw_collectives,
+        "raw_collectives_packed": raw_collectives_packed,
         "shard_step": shard_step,
         "full_step": lambda: full_opt.step(grads),
-        "gather_packed": zero_packed._exchange.gather,
-        "gather_staging": zero_user._exchange.gather,
+        "gather_pieces": lambda: move(spare.comm, spare.gather_transfers),
+        "gather_flat": lambda: move(spare.comm, flat_transfers),
+        "gather_staging": gather_staging,
         "gather_derived_types": gather_derived,
+        "gather_allgatherv": gather_allgatherv,
     }
     for run in competitors.values():  # warm-up: state allocation, page faults
         comm.Barrier()
@@ -124,7 +155,7 @@ def worker(case: str, rounds: int) -> dict[str, Any]:
     for name in times:  # a collective step lasts as long as its slowest rank
         comm.Allreduce(MPI.IN_PLACE, times[name], op=MPI.MAX)
     single_state = sum(v.nbytes for s in full_opt.state for v in s.values() if hasattr(v, "nbytes"))
-    state = comm.gather(zero_user.state_bytes(), root=0)
+    state = comm.gather(zero.state_bytes(), root=0)
     for kind in types:
         kind.Free()
     return {
@@ -150,14 +181,17 @@ def report(results: list[dict[str, Any]]) -> list[str]:
         for name, value in ms.items():
             lines.append(f"  {name:22s} {value:9.2f} ms")
         bound = m["raw_collectives"] + m["shard_step"]
-        zero, packed, recipe = m["zero1"], m["zero1_packed_params"], m["allreduce_recipe"]
+        zero, recipe, pieces = m["zero1"], m["allreduce_recipe"], m["gather_pieces"]
+        packed = m["zero1_packed_params"]
         lines.append(f"  zero1 / allreduce_recipe            {zero / recipe:.2f}")
         lines.append(f"  zero1_packed / allreduce_recipe     {packed / recipe:.2f}")
         lines.append(f"  zero1 / (collectives + shard step)  {zero / bound:.2f}")
-        lines.append(f"  zero1_packed / (coll. + shard step) {packed / bound:.2f}")
+        packed_bound = m["raw_collectives_packed"] + m["shard_step"]
+        lines.append(f"  zero1_packed / (its coll. + shard)  {packed / packed_bound:.2f}")
+        others = ("flat", "staging", "derived_types", "allgatherv")
         lines.append(
-            f"  gather staging / packed {m['gather_staging'] / m['gather_packed']:.2f}, "
-            f"derived types / packed {m['gather_derived_types'] / m['gather_packed']:.2f}"
+            "  gather, x one message per tensor piece: "
+            + ", ".join(f"{o} {m['gather_' + o] / pieces:.2f}" for o in others)
         )
         worst = max(res["state_bytes_per_rank"])
         lines.append(

@@ -6,8 +6,8 @@ wheel); ``import rmsprop`` never imports this module. Launch scripts with
 
 Example:
     >>> import numpy as np
-    >>> from rmsprop.distributed import ShardedRMSprop, packed_copies
-    >>> w, b = packed_copies([np.zeros((3, 2), np.float32), np.zeros(3, np.float32)])
+    >>> from rmsprop.distributed import ShardedRMSprop
+    >>> w, b = np.zeros((3, 2), np.float32), np.zeros(3, np.float32)
     >>> opt = ShardedRMSprop([w, b], lr=0.1)  # MPI.COMM_WORLD; one rank here
     >>> opt.step([np.ones((3, 2), np.float32), np.ones(3, np.float32)])
     >>> float(w[0, 0]) < 0

@@ -13,10 +13,7 @@ import numpy as np
 from .._buffers import is_sixteen_bit
 from .._options import GROUP_KEYS, check_group_options
 from ..functional import rmsprop_step
-
-
-def _address(array: np.ndarray) -> int:
-    return int(array.__array_interface__["data"][0])
+from ._packing import _address
 
 
 def needed_keys(group: Mapping[str, Any], param: np.ndarray) -> list[str]:

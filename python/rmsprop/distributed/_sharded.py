@@ -22,6 +22,7 @@ from ._agree import Agreement, fingerprint
 from ._checks import GradChecks, check_params, needed_keys
 from ._exchange import Exchange
 from ._layout import Layout
+from ._packing import flat_view
 
 REDUCTIONS = ("mean", "sum", "none")
 
@@ -138,7 +139,14 @@ class ShardedRMSprop:
         rank, ranks = comm.Get_rank(), comm.Get_size()
         self._layout = Layout([p.size for p in all_params], [p.itemsize for p in all_params], ranks)
         self.shard: tuple[int, int] = self._layout.shard(rank)
-        self._exchange = Exchange(comm, self._layout, all_params, grad_reduction)
+        # A private duplicate (collective, so after the agreement): the optimizer's messages can
+        # never match the caller's own point-to-point traffic on comm.
+        private = comm.Dup()
+        # Params that are views of one buffer in the layout (packed_copies) on every rank are
+        # gathered as one message per rank instead of one per tensor piece.
+        packed = flat_view(all_params, self._layout)
+        packed = packed if private.allreduce(packed is not None, op=MPI.LAND) else None
+        self._exchange = Exchange(private, self._layout, all_params, grad_reduction, packed)
         self._pieces = self._exchange.pieces
         self._piece_states: list[dict[str, Any]] = [{} for _ in self._pieces]
         # The whole tensor's index and the piece's offset in it key the rounding noise.
