@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from mpi4py import MPI
 
-from rmsprop.distributed import ShardedRMSprop
+from rmsprop.distributed import ShardedRMSprop, packed_copies
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from simple_net import SimpleNet
@@ -29,6 +29,8 @@ def main() -> None:
     x = rng.standard_normal((100, 10)).astype(np.float32)
     y = rng.standard_normal((100, 1)).astype(np.float32)
     net = SimpleNet(rng)
+    # Optional: params in one buffer, so each rank's updates arrive as one message.
+    net.w1, net.b1, net.w2, net.b2 = packed_copies(net.params)
     mine = np.array_split(np.arange(len(x)), ranks)[rank]
     share = np.float32(len(mine) / len(x))  # the full-batch mean is the sum of these shares
     # "sum": each rank's gradient is already weighted by its share of the batch.
