@@ -64,6 +64,7 @@ def check_bit_identity() -> None:
         ([BF16], {"preset": "optax"}, False, "none"),
         ([F32, BF16, F64, F16], {"stochastic_rounding": True, "momentum": 0.9}, True, "mean"),
         ([F32, F64], {"preset": "seed", "centered": True}, False, "none"),
+        ([F32, F64], {"grad_scale": 2.0, "momentum": 0.5}, True, "mean"),
     ]
     for n, (kinds, options, groups, reduction) in enumerate(configs):
         rmsprop.set_num_threads(1 + n % 2)

@@ -110,8 +110,13 @@ class Exchange:
         )
         self.scratch = np.empty(longest16, dtype=np.float32)
 
-    def reduce(self, grads: Sequence[np.ndarray | None]) -> list[np.ndarray | None]:
-        """This rank's pieces of the reduced gradients (None where the grad is None)."""
+    def reduce(
+        self, grads: Sequence[np.ndarray | None], folded: Sequence[bool] = ()
+    ) -> list[np.ndarray | None]:
+        """This rank's pieces of the reduced gradients (None where the grad is None).
+
+        ``folded[j]`` true: piece j's "mean" division is left to the step (its group runs with
+        grad_scale N, and the kernel's g / N is the same IEEE division), saving a pass."""
         flat = [None if g is None else g.reshape(-1) for g in grads]
         own = [flat[c.param] for c in self.pieces]
         if self.reduction == "none" or self.ranks == 1:  # g_0 alone, or already reduced
@@ -126,7 +131,8 @@ class Exchange:
                     result.append(None)
                     continue
                 sources = [g[c.begin : c.end] if s is None else s for s in self.sources[j]]
-                self._sum_in_rank_order(sources, self.reduced[j])
+                divide = self.reduction == "mean" and not (folded and folded[j])
+                self._sum_in_rank_order(sources, self.reduced[j], divide)
                 result.append(self.reduced[j])
         return result
 
@@ -145,9 +151,8 @@ class Exchange:
                     transfers.append((True, q, g[c.begin : c.end]))
         return transfers
 
-    def _sum_in_rank_order(self, sources: list[np.ndarray], out: np.ndarray) -> None:
-        """((g_0 + g_1) + g_2) + ... in the state precision, then / N once for "mean"."""
-        divide = self.reduction == "mean"
+    def _sum_in_rank_order(self, sources: list[np.ndarray], out: np.ndarray, divide: bool) -> None:
+        """((g_0 + g_1) + g_2) + ... in the state precision, then / N once if ``divide``."""
         if not is_sixteen_bit(out.dtype):
             np.add(sources[0], sources[1], out=out)
             for source in sources[2:]:

@@ -14,7 +14,7 @@ import numpy as np
 from mpi4py import MPI
 
 from .. import _core
-from .._buffers import aligned_copy, aligned_full, state_dtype
+from .._buffers import aligned_copy, aligned_full, is_sixteen_bit, state_dtype
 from .._checkpoint import load_into, pack_state_dict
 from .._options import GROUP_KEYS, UNSET
 from ..optimizer import RMSprop
@@ -154,6 +154,9 @@ class ShardedRMSprop:
         self._steps = [0] * len(all_params)  # every rank counts every param's steps
         self._keys: list[list[str]] = [[] for _ in all_params]
         self._checks = GradChecks(all_params)
+        self._sixteen_bit_groups = [
+            any(is_sixteen_bit(p.dtype) for p in g["params"]) for g in self.param_groups
+        ]
 
     # ------------------------------------------------------------------ checks
 
@@ -199,8 +202,23 @@ class ShardedRMSprop:
             self.comm.Abort(1)
             raise
 
+    def _folds(self) -> list[bool]:
+        """Per group: may the "mean" division run inside the step as grad_scale = N? Only when
+        the step would otherwise not scale (grad_scale 1) and no param is 16-bit (whose
+        gradient is divided before it is rounded to 16 bits)."""
+        ranks = self.comm.Get_size()
+        if self.grad_reduction != "mean" or ranks == 1:
+            return [False] * len(self.param_groups)
+        return [
+            not has16 and group["grad_scale"] == 1
+            for group, has16 in zip(self.param_groups, self._sixteen_bit_groups)
+        ]
+
     def _apply(self, grads: list[np.ndarray | None]) -> bool | None:
-        reduced = self._exchange.reduce(grads)
+        folds = self._folds()
+        reduced = self._exchange.reduce(
+            grads, [folds[self._group_of[c.param]] for c in self._pieces]
+        )
         if self.skip_if_nonfinite:
             finite = all(bool(np.isfinite(r).all()) for r in reduced if r is not None)
             if not self.comm.allreduce(finite, op=MPI.LAND):
@@ -212,6 +230,8 @@ class ShardedRMSprop:
         groups = []
         for k, group in enumerate(self.param_groups):
             local = {key: group[key] for key in GROUP_KEYS}
+            if folds[k]:
+                local["grad_scale"] = float(self.comm.Get_size())
             local["params"] = [
                 self._exchange.piece_params[j]
                 for j, c in enumerate(self._pieces)
