@@ -18,7 +18,7 @@ import pytest
 
 WORKER = Path(__file__).resolve().parent / "mpi" / "worker.py"
 ROOT = Path(__file__).resolve().parent.parent
-TIMEOUT = 300  # seconds; 4 ranks oversubscribe 2 loaded cores, yet a run takes ~10 s
+TIMEOUT = 180  # seconds; 4 ranks oversubscribe 2 loaded cores, yet a run takes ~10-20 s
 
 
 def _mpiexec() -> str | None:
