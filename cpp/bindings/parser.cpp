@@ -102,7 +102,8 @@ void Parser::add_tensor(Group& out, long long index, py::handle param_obj, py::h
     span.master_param = master_param ? data_of<S>(*master_param) : nullptr;
     span.size = static_cast<std::size_t>(param.size());
     span.step = step;
-    span.rounding_stream = static_cast<std::uint64_t>(index);
+    span.rounding_stream = placement ? placement->first : static_cast<std::uint64_t>(index);
+    span.index_offset = placement ? placement->second : 0;
     spans.push_back(span);
   };
   switch (storage) {

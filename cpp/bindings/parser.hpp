@@ -7,6 +7,8 @@
 #include <pybind11/pybind11.h>
 
 #include <cstdint>
+#include <optional>
+#include <utility>
 #include <vector>
 
 #include "arrays.hpp"
@@ -52,6 +54,9 @@ struct Parser {
   std::vector<py::object> keep_alive;  // owns every array until the kernels are done
   std::vector<Interval> intervals;
   long long group = -1;  // the param group being parsed (the optimizer), else -1
+  // Where the next tensor sits in a larger one (rounding stream, index offset): set by the MPI
+  // sharder, whose shard pieces must draw the whole tensor's stochastic-rounding noise.
+  std::optional<std::pair<std::uint64_t, std::uint64_t>> placement;
 
   void add_interval(const py::array& a, const Origin& origin);
   // Checks one param with its gradient and state and appends it to `out`. `grad_avg` and

@@ -11,6 +11,7 @@
 #include <stdexcept>
 #include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 #include "arrays.hpp"
 #include "bindings.hpp"
@@ -82,6 +83,7 @@ struct TensorRefs {
   long long index;
   py::object param, grad, state, square_avg, grad_avg, momentum_buffer, master_param;
   long long step;
+  std::optional<std::pair<std::uint64_t, std::uint64_t>> placement;
 };
 
 struct GroupRefs {
@@ -98,6 +100,25 @@ std::vector<py::object> items_of(py::handle sequence) {
   out.reserve(static_cast<std::size_t>(n));
   for (py::ssize_t i = 0; i < n; ++i) out.push_back(py::reinterpret_borrow<py::object>(items[i]));
   return out;
+}
+
+// A (rounding_stream, index_offset) pair of exact non-negative Python ints: read without
+// running any of the objects' own Python code.
+std::pair<std::uint64_t, std::uint64_t> placement_of(const py::object& entry) {
+  const auto part = [&](py::ssize_t i) {
+    PyObject* item = PyTuple_GET_ITEM(entry.ptr(), i);
+    if (PyLong_CheckExact(item)) {
+      const unsigned long long value = PyLong_AsUnsignedLongLong(item);
+      if (!(value == static_cast<unsigned long long>(-1) && PyErr_Occurred())) return value;
+      PyErr_Clear();
+    }
+    throw py::type_error("placement entries must be (rounding_stream, index_offset) pairs of "
+                         "ints in [0, 2**64)");
+  };
+  if (!PyTuple_Check(entry.ptr()) || PyTuple_GET_SIZE(entry.ptr()) != 2) {
+    throw py::type_error("placement entries must be (rounding_stream, index_offset) pairs");
+  }
+  return {part(0), part(1)};
 }
 
 // Runs parse() and puts "param group k: " before a refusal, as the constructor words it.
@@ -123,9 +144,11 @@ auto in_group(std::size_t k, Parse&& parse) {
 // Returns kStateMissing, having changed nothing, when a stepped param's state lacks a buffer
 // and create_state_first is true: the caller then creates the buffers and calls again. With
 // skip_if_nonfinite, returns kSkippedNonfinite, having changed nothing, if any gradient holds
-// an inf or NaN.
+// an inf or NaN. placement, None or a list aligned with states of (rounding_stream,
+// index_offset) pairs of non-negative ints, says where each tensor sits in a larger one (a
+// shard piece); by default a tensor is its own whole, with its index as stream.
 int step_optimizer(py::list groups_list, py::handle grads_obj, py::list states_list,
-                   bool create_state_first, bool skip_if_nonfinite) {
+                   bool create_state_first, bool skip_if_nonfinite, py::object placement) {
   if (!PyList_Check(grads_obj.ptr()) && !PyTuple_Check(grads_obj.ptr())) {
     throw py::type_error("grads must be a list with one gradient per param, got " +
                          describe_type(grads_obj) +
@@ -141,6 +164,16 @@ int step_optimizer(py::list groups_list, py::handle grads_obj, py::list states_l
     throw py::value_error("step() got " + std::to_string(grads.size()) + " gradients for " +
                           std::to_string(total) +
                           " params; pass one per param in param-group order (None skips one)");
+  }
+  std::vector<py::object> placements;
+  if (!placement.is_none()) {
+    if (!PyList_Check(placement.ptr())) {
+      throw py::type_error("placement must be None or a list with one pair per state");
+    }
+    placements = items_of(placement);
+    if (placements.size() != total) {
+      throw py::value_error("placement must be None or a list with one pair per state");
+    }
   }
   const Keys& key = keys();
   // Phase 1: read every hyper-parameter and collect every object the step will use.
@@ -175,6 +208,7 @@ int step_optimizer(py::list groups_list, py::handle grads_obj, py::list states_l
                    dict_item(state, key.square_avg), dict_item(state, key.grad_avg),
                    dict_item(state, key.momentum_buffer), dict_item(state, key.master_param),
                    0};
+      if (!placements.empty()) t.placement = placement_of(placements[index]);
       const py::object step_obj = dict_item(state, key.step);
       if (step_obj) {
         t.step = as_step(step_obj, [&] { return "state[" + std::to_string(index) + "]['step']"; });
@@ -194,6 +228,7 @@ int step_optimizer(py::list groups_list, py::handle grads_obj, py::list states_l
     for (const TensorRefs& t : collected[g].tensors) {
       try {
         parser.group = static_cast<long long>(g);
+        parser.placement = t.placement;
         parser.add_tensor(parsed[g], t.index, t.param, t.grad, t.square_avg, t.grad_avg,
                           t.momentum_buffer, t.master_param, collected[g].want_master,
                           t.step + 1);
@@ -251,12 +286,15 @@ void roofline(py::array_t<float, py::array::c_style> p, py::array_t<float, py::a
 void bind_step(py::module_& m) {
   m.def("step_optimizer", &step_optimizer, py::arg("groups"), py::arg("grads"),
         py::arg("states"), py::arg("create_state_first"), py::arg("skip_if_nonfinite"),
+        py::arg("placement") = py::none(),
         "Validate every group, then run one fused step per group with the GIL released.\n\n"
         "groups are the param-group dicts (hyper-parameters and 'params'); grads and states\n"
         "(dicts) are aligned with all params. Nothing is written unless every\n"
         "input is valid; each stepped state's 'step' is incremented afterwards. Returns 0\n"
         "(applied), 1 (create_state_first and a state lacks a buffer) or 2\n"
-        "(skip_if_nonfinite and a gradient is inf/NaN); nothing changes unless 0.");
+        "(skip_if_nonfinite and a gradient is inf/NaN); nothing changes unless 0.\n"
+        "placement: None, or one (rounding_stream, index_offset) pair per state for tensors\n"
+        "that are pieces of larger ones (stochastic-rounding noise of the whole tensor).");
   m.def("step_functional", &step_functional, py::arg("options"), py::arg("param"),
         py::arg("grad"), py::arg("square_avg"), py::arg("grad_avg"),
         py::arg("momentum_buffer"), py::arg("master_param"), py::arg("step"),
