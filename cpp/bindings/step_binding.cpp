@@ -13,6 +13,7 @@
 #include <vector>
 #include "arrays.hpp"
 #include "bindings.hpp"
+#include "compact_state.hpp"
 #include "rmsprop/rmsprop.hpp"
 #include "scalars.hpp"
 
@@ -64,15 +65,23 @@ struct Parser {
 
   // Checks one param with its gradient and state and appends it to `out`. `grad_avg` and
   // `momentum_buffer` are looked at only when the options need them; null means absent.
-  // master_param_obj is used when want_master is true and the param is 16-bit.
+  // master_param_obj is used when want_master is true and the param is 16-bit; the
+  // square_avg_scale only when the tensor's state is 8-bit (group_state and its size decide).
   void add_tensor(Group& out, long long index, py::handle param_obj, py::handle grad_obj,
-                  py::handle square_avg_obj, py::handle grad_avg_obj,
-                  py::handle momentum_buffer_obj, py::handle master_param_obj, bool want_master,
+                  py::handle square_avg_obj, py::handle square_avg_scale_obj,
+                  py::handle grad_avg_obj, py::handle momentum_buffer_obj,
+                  py::handle master_param_obj, bool want_master, StateDtype group_state,
                   long long step) {
     const Origin param_origin{Role::kParam, index};
     py::array param = checked_array(param_obj, param_origin, namer, nullptr);
     add_interval(param, param_origin);
     keep_alive.push_back(param);
+    const StateDtype state = tensor_state_dtype(group_state, param, namer, index);
+    const bool compact = state != StateDtype::kFloat;
+    if (state == StateDtype::kEightBit && out.options.centered) {
+      throw py::value_error("centered=True is not supported with state_dtype='8bit' (v - "
+                            "grad_avg^2 cancels in 8 bits); use state_dtype='bfloat16'");
+    }
     const auto checked = [&](py::handle obj, Role role) {
       const Origin origin{role, index};
       if (!obj || obj.is_none()) {
@@ -82,7 +91,18 @@ struct Parser {
                               " (centered=True needs grad_avg, momentum > 0 needs "
                               "momentum_buffer)");
       }
-      py::array a = checked_array(obj, origin, namer, &param);
+      const bool quantized = compact && role != Role::kMasterParam && role != Role::kGrad;
+      const CompactArray kind = role == Role::kSquareAvgScale ? CompactArray::kScales
+                                : role == Role::kSquareAvg && state == StateDtype::kEightBit
+                                    ? CompactArray::kCodes
+                                    : CompactArray::kBfloat16;
+      if (!quantized && role != Role::kGrad && holds_compact_state(obj)) {
+        throw py::type_error(namer(role, index) + " holds bfloat16/8-bit state but this param's "
+                             "state is float (state_dtype='float32', or a tensor below 4096 "
+                             "elements); keep a group's state_dtype fixed after its first step");
+      }
+      py::array a = quantized ? checked_compact_array(obj, origin, namer, param, kind)
+                              : checked_array(obj, origin, namer, &param);
       add_interval(a, origin);
       keep_alive.push_back(a);
       return a;
@@ -106,6 +126,8 @@ struct Parser {
     std::optional<py::array> grad_avg;
     std::optional<py::array> momentum_buffer;
     std::optional<py::array> master_param;
+    std::optional<py::array> scales;
+    if (state == StateDtype::kEightBit) scales = checked(square_avg_scale_obj, Role::kSquareAvgScale);
     if (need_grad_avg) grad_avg = checked(grad_avg_obj, Role::kGradAvg);
     if (need_momentum) momentum_buffer = checked(momentum_buffer_obj, Role::kMomentumBuffer);
     if (need_master) master_param = checked(master_param_obj, Role::kMasterParam);
@@ -128,6 +150,9 @@ struct Parser {
       span.size = static_cast<std::size_t>(param.size());
       span.step = step;
       span.rounding_stream = static_cast<std::uint64_t>(index);
+      if constexpr (std::is_same_v<S, float>) {
+        if (compact) point_at_compact_state(span, state, square_avg, scales, grad_avg, momentum_buffer);
+      }
       spans.push_back(span);
     };
     switch (storage) {
@@ -252,6 +277,7 @@ int step_optimizer(py::list groups, py::handle grads_obj, py::list states,
     auto params = py::reinterpret_borrow<py::list>(params_obj);
     const py::handle master_flag = dict_item(group, key.master_weights);
     const bool want_master = master_flag && as_bool(master_flag, "master_weights");
+    const StateDtype group_state = state_dtype_from(dict_item(group, key.state_dtype), "");
     const std::size_t n = params.size();
     if (offset + n > total) {
       throw py::value_error("the param groups hold more params than there are gradients");
@@ -269,9 +295,11 @@ int step_optimizer(py::list groups, py::handle grads_obj, py::list states,
           }) : 0;
       try {
         parser.add_tensor(out, static_cast<long long>(index), params[k], grad,
-                          dict_item(state, key.square_avg), dict_item(state, key.grad_avg),
-                          dict_item(state, key.momentum_buffer),
-                          dict_item(state, key.master_param), want_master, step + 1);
+                          dict_item(state, key.square_avg),
+                          dict_item(state, key.square_avg_scale),
+                          dict_item(state, key.grad_avg), dict_item(state, key.momentum_buffer),
+                          dict_item(state, key.master_param), want_master, group_state,
+                          step + 1);
       } catch (const MissingState&) {
         return static_cast<int>(StepResult::kStateMissing);
       }
@@ -296,14 +324,15 @@ int step_optimizer(py::list groups, py::handle grads_obj, py::list states,
 
 void step_functional(py::tuple options, py::handle param, py::handle grad, py::handle square_avg,
                      py::handle grad_avg, py::handle momentum_buffer, py::handle master_param,
-                     py::handle step_obj) {
+                     py::handle step_obj, py::handle square_avg_scale, py::handle state_dtype) {
   Parser parser{Namer{true}, true, {}, {}};
   std::vector<Group> parsed(1);
   parsed[0].options = options_from(options);
   validate(parsed[0].options);
   const long long step = as_step(step_obj, [] { return std::string("step"); });
-  parser.add_tensor(parsed[0], 0, param, grad, square_avg, grad_avg, momentum_buffer,
-                    master_param, !master_param.is_none(), step);
+  const StateDtype group_state = state_dtype_from(state_dtype, "");
+  parser.add_tensor(parsed[0], 0, param, grad, square_avg, square_avg_scale, grad_avg,
+                    momentum_buffer, master_param, !master_param.is_none(), group_state, step);
   parser.check_overlaps();
   run_groups(parsed);
 }
@@ -337,6 +366,7 @@ void bind_step(py::module_& m) {
   m.def("step_functional", &step_functional, py::arg("options"), py::arg("param"),
         py::arg("grad"), py::arg("square_avg"), py::arg("grad_avg"),
         py::arg("momentum_buffer"), py::arg("master_param"), py::arg("step"),
+        py::arg("square_avg_scale") = py::none(), py::arg("state_dtype") = py::none(),
         "One validated fused step on one array (rmsprop.functional.rmsprop_step).");
   m.def("validate_options", &validate_options, py::arg("options"),
         "Raise ValueError/TypeError if a param group's (or an OPTION_NAMES-ordered tuple's)\n"

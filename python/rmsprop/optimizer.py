@@ -17,7 +17,8 @@ from ._buffers import (
     aligned_full,
     is_float_array,
     is_sixteen_bit,
-    state_dtype,
+    new_state_buffer,
+    state_layout,
 )
 from ._checkpoint import load_into, pack_state_dict
 from ._options import PRESETS, UNSET, check_group_options, resolve_defaults
@@ -76,7 +77,15 @@ class RMSprop:
             (``"master_param"``), update it, and write its rounded value into the param.
         stochastic_rounding: round bfloat16 params stochastically (deterministic for a
             ``rounding_seed``), so updates smaller than half an ulp are not always lost.
-        rounding_seed: seed of the stochastic-rounding noise.
+        rounding_seed: seed of the stochastic-rounding noise (of params and of compact
+            state).
+        state_dtype: storage of the optimizer state, per group (SPEC §8, README "Optimizer
+            state in fewer bits"). ``"float32"`` (default; float64 for float64 params).
+            ``"bfloat16"``: square_avg, grad_avg and momentum_buffer in bfloat16 (uint16 bit
+            patterns in ``state``), rounded stochastically. ``"8bit"``: square_avg as uint8
+            codes with a float32 ``square_avg_scale`` per 256 elements, the others bfloat16;
+            tensors under 4096 elements keep float32 state; not with ``centered``. Math runs in
+            float32 either way. Read such state with :func:`rmsprop.state_codec.float_state`.
         skip_if_nonfinite: if any gradient of a step holds inf or NaN, skip the whole step
             (nothing changes) and have ``step()`` return False; it returns True otherwise.
         preset: ``"torch"``, ``"keras"``, ``"tf1"``, ``"optax"`` or ``"seed"``.
@@ -119,6 +128,7 @@ class RMSprop:
         master_weights: bool = UNSET,
         stochastic_rounding: bool = UNSET,
         rounding_seed: int = UNSET,
+        state_dtype: str = UNSET,
         skip_if_nonfinite: bool = False,
         preset: str | None = None,
     ) -> None:
@@ -140,6 +150,7 @@ class RMSprop:
             "master_weights": master_weights,
             "stochastic_rounding": stochastic_rounding,
             "rounding_seed": rounding_seed,
+            "state_dtype": state_dtype,
         }
         explicit = {name: value for name, value in given.items() if value is not UNSET}
         self.defaults: dict[str, Any] = resolve_defaults(preset, explicit)
@@ -195,6 +206,15 @@ class RMSprop:
             seen.add(id(p))
         group = {**self.defaults, **param_group, "params": params}
         check_group_options(group, where)
+        if group["state_dtype"] != "float32":
+            for k, p in enumerate(params):
+                if p.dtype == np.float64:
+                    raise TypeError(
+                        f"{where}: params[{k}] is float64, whose state stays float64; "
+                        f"state_dtype={group['state_dtype']!r} is for float32, float16 and "
+                        "bfloat16 params (put float64 params in a group with "
+                        "state_dtype='float32')"
+                    )
         self.param_groups.append(group)
         self.state.extend({} for _ in params)
 
@@ -210,7 +230,7 @@ class RMSprop:
         start = 0
         for group in self.param_groups:
             params = group["params"]
-            keys = ["square_avg"]
+            keys = ["square_avg", "square_avg_scale"]
             if group["momentum"] > 0:
                 keys.append("momentum_buffer")
             if group["centered"]:
@@ -234,8 +254,11 @@ class RMSprop:
                         state[key] = aligned_full(param, 0.0, np.float32)
                         np.copyto(state[key], param.astype(np.float32))
                     else:
-                        fill = group["initial_square_avg"] if key == "square_avg" else 0.0
-                        state[key] = aligned_full(param, fill, state_dtype(param))
+                        storage = group["state_dtype"]
+                        if key not in state_layout(param, storage):
+                            continue  # square_avg_scale exists for 8-bit state only
+                        initial = group["initial_square_avg"]
+                        state[key] = new_state_buffer(param, key, storage, initial)
                     created.append((state, key))
             start += len(params)
 
@@ -334,7 +357,7 @@ class RMSprop:
         lines = [f"{type(self).__name__} ("]
         for k, group in enumerate(self.param_groups):
             lines.append(f"Parameter Group {k}")
-            for key in (*OPTION_NAMES, "initial_square_avg", "master_weights"):
+            for key in (*OPTION_NAMES, "initial_square_avg", "master_weights", "state_dtype"):
                 lines.append(f"    {key}: {group[key]}")
         lines.append(")")
         return "\n".join(lines)

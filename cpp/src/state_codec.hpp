@@ -1,0 +1,156 @@
+// Compact optimizer state (SPEC §8): how the kernel reads and writes square_avg, grad_avg and
+// momentum_buffer when they are stored in float, in bfloat16 or in 8 bits, and the 8-bit code.
+// Included by kernel_impl.hpp once per ISA, after simd.hpp; everything has internal linkage.
+// Must not contain the RMSProp update itself (kernel_impl.hpp), threading or allocation.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+
+#include "kernel.hpp"
+#include "simd.hpp"
+
+namespace rmsprop {
+namespace detail {
+namespace RMSPROP_ISA_NS {
+namespace {
+
+// State noise is keyed apart from the params' own stochastic-rounding noise (same tensor, step
+// and element): one hash per element, whose bit fields serve the three buffers.
+constexpr std::uint64_t kStateNoiseSalt = 0x73746174655F7631ull;  // "state_v1"
+constexpr std::uint64_t kGolden = 0x9E3779B97F4A7C15ull;
+
+// The 8-bit code of square_avg: r = v / scale, with scale the largest v of the block, is stored
+// as a float with 5 exponent and 3 mantissa bits, code c standing for float_of((c + 761) << 20):
+// c = 255 is exactly 1 (the block maximum), c = 0 is 1.125 * 2^-32. There is no zero code, so
+// a stochastic rounding to 0 (and then a step g / eps) cannot happen.
+constexpr std::uint32_t kCodeBias = 761;
+constexpr std::uint32_t kCodeNoiseMask = 0xFFFFFu;  // the 20 float32 mantissa bits dropped
+
+// Noise of `count` elements starting at global element index `first`: bits 0-19 round
+// square_avg, bits 32-47 momentum_buffer, bits 48-63 grad_avg.
+struct StateNoise {
+  alignas(64) std::uint32_t low[kEightBitBlock];
+  alignas(64) std::uint32_t high[kEightBitBlock];
+  alignas(64) std::uint32_t top[kEightBitBlock];
+
+  void fill(std::uint64_t key, std::uint64_t first, std::size_t count) {
+    for (std::size_t k = 0; k < count; ++k) {
+      const std::uint64_t h = mix64(key + (first + k) * kGolden);
+      low[k] = static_cast<std::uint32_t>(h);
+      high[k] = static_cast<std::uint32_t>(h >> 32);
+      top[k] = static_cast<std::uint32_t>(h >> 48);
+    }
+  }
+};
+
+// Float state in the compute type: plain loads and stores.
+template <class T>
+struct FloatState {
+  T* square_avg;
+  T* grad_avg;
+  T* momentum_buffer;
+  template <class V>
+  V load_square_avg(std::size_t i) const { return V::load(square_avg + i); }
+  template <class V>
+  void store_square_avg(V x, std::size_t i) const { x.store(square_avg + i); }
+  template <class V>
+  V load_grad_avg(std::size_t i) const { return V::load(grad_avg + i); }
+  template <class V>
+  void store_grad_avg(V x, std::size_t i) const { x.store(grad_avg + i); }
+  template <class V>
+  V load_momentum(std::size_t i) const { return V::load(momentum_buffer + i); }
+  template <class V>
+  void store_momentum(V x, std::size_t i) const { x.store(momentum_buffer + i); }
+};
+
+// bfloat16 buffers rounded stochastically (round to nearest would stall v near alpha = 1).
+// `noise` holds the current block's noise; `base` is the index of its first element.
+struct Bfloat16State {
+  bfloat16* square_avg;
+  bfloat16* grad_avg;
+  bfloat16* momentum_buffer;
+  const StateNoise* noise;
+  std::size_t base;
+  template <class V>
+  V load_square_avg(std::size_t i) const { return load_lanes(Tag<V>{}, square_avg + i); }
+  template <class V>
+  void store_square_avg(V x, std::size_t i) const {
+    store_lanes_stochastic(x, square_avg + i, noise->low + (i - base));
+  }
+  template <class V>
+  V load_grad_avg(std::size_t i) const { return load_lanes(Tag<V>{}, grad_avg + i); }
+  template <class V>
+  void store_grad_avg(V x, std::size_t i) const {
+    store_lanes_stochastic(x, grad_avg + i, noise->top + (i - base));
+  }
+  template <class V>
+  V load_momentum(std::size_t i) const { return load_lanes(Tag<V>{}, momentum_buffer + i); }
+  template <class V>
+  void store_momentum(V x, std::size_t i) const {
+    store_lanes_stochastic(x, momentum_buffer + i, noise->high + (i - base));
+  }
+};
+
+// 8-bit square_avg: the kernel works on one block at a time, with the block's v decoded into
+// `block_v` (float) before the update and encoded from it after; momentum_buffer as bfloat16.
+// No grad_avg: centered=True is refused with 8-bit state.
+struct EightBitState {
+  float* block_v;
+  bfloat16* momentum_buffer;
+  const StateNoise* noise;
+  std::size_t base;
+  template <class V>
+  V load_square_avg(std::size_t i) const { return V::load(block_v + (i - base)); }
+  template <class V>
+  void store_square_avg(V x, std::size_t i) const { x.store(block_v + (i - base)); }
+  template <class V>
+  V load_momentum(std::size_t i) const { return load_lanes(Tag<V>{}, momentum_buffer + i); }
+  template <class V>
+  void store_momentum(V x, std::size_t i) const {
+    store_lanes_stochastic(x, momentum_buffer + i, noise->high + (i - base));
+  }
+};
+
+// Plain loops over one block: integer and correctly rounded float operations only, so
+// whatever the compiler vectorizes them into gives the same bits on every ISA.
+inline void decode_block(const std::uint8_t* codes, float scale, std::size_t count, float* v) {
+  for (std::size_t k = 0; k < count; ++k) {
+    v[k] = float_of((static_cast<std::uint32_t>(codes[k]) + kCodeBias) << 20) * scale;
+  }
+}
+
+// The block's largest v, by bit pattern: v >= 0, so the integer order is the float order, with
+// +inf above every finite value and NaN (of either sign) above +inf. Exact and independent of
+// the order of the reduction.
+inline float block_scale(const float* v, std::size_t count) {
+  std::uint32_t largest = 0;
+  for (std::size_t k = 0; k < count; ++k) {
+    const std::uint32_t b = bits_of(v[k]);
+    largest = b > largest ? b : largest;
+  }
+  return float_of(largest);
+}
+
+// Stochastic rounding of r = v / scale (in [0, 1] by construction) to the code: adding 20 bits
+// of noise below the kept 3 mantissa bits and truncating rounds up with probability equal to
+// the distance from the lower code. Values on the grid are stored exactly; r below the
+// smallest code (and r = 0) takes code 0; NaN takes 255 (its block decodes to NaN anyway).
+inline void encode_block(const float* v, float scale, const std::uint32_t* noise,
+                         std::size_t count, std::uint8_t* codes) {
+  if (scale == 0.0f) {  // an all-zero block: every code decodes to 0 * r = 0
+    std::memset(codes, 0, count);
+    return;
+  }
+  for (std::size_t k = 0; k < count; ++k) {
+    const std::uint32_t rounded = (bits_of(v[k] / scale) + (noise[k] & kCodeNoiseMask)) >> 20;
+    const std::int32_t code = static_cast<std::int32_t>(rounded) - static_cast<std::int32_t>(kCodeBias);
+    codes[k] = static_cast<std::uint8_t>(code < 0 ? 0 : (code > 255 ? 255 : code));
+  }
+}
+
+}  // namespace
+}  // namespace RMSPROP_ISA_NS
+}  // namespace detail
+}  // namespace rmsprop
