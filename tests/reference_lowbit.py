@@ -11,8 +11,11 @@ from __future__ import annotations
 import numpy as np
 
 GOLDEN = 0x9E3779B97F4A7C15
-STATE_SALT = 0x73746174655F7631
-MASK64 = (1 << 64) - 1
+SALTS = {  # one per state buffer, so that their noise is independent
+    "square_avg": 0x73746174655F7631,
+    "momentum_buffer": 0x73746174655F6D31,
+    "grad_avg": 0x73746174655F6731,
+}
 BLOCK = 256
 CODE_BIAS = 761  # code c stands for the float32 with bits (c + 761) << 20
 
@@ -26,23 +29,19 @@ def mix64(z: np.ndarray) -> np.ndarray:
     return z ^ (z >> np.uint64(31))
 
 
-def state_noise(seed: int, stream: int, step: int, size: int) -> np.ndarray:
-    """The 64-bit state noise of elements 0..size-1 of tensor ``stream`` at ``step``."""
+def state_noise(seed: int, stream: int, step: int, size: int, buffer: str) -> np.ndarray:
+    """Uniform numbers in [0, 1) (multiples of 2^-16) rounding ``buffer`` of elements
+    0..size-1 of tensor ``stream`` at ``step``: element e takes the 16-bit word e % 4 of
+    mix64(key + (e // 4) * golden), key = mix64(rounding key ^ the buffer's salt)."""
     key = mix64(np.uint64(seed))
     key = mix64(key ^ np.uint64(stream))
     key = mix64(key ^ np.uint64(step))
-    key = mix64(key ^ np.uint64(STATE_SALT))
+    key = mix64(key ^ np.uint64(SALTS[buffer]))
     index = np.arange(size, dtype=np.uint64)
     with np.errstate(over="ignore"):
-        return mix64(key + index * np.uint64(GOLDEN))
-
-
-def noise_fields(noise: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Uniform numbers in [0, 1) for square_avg (20 bits), momentum_buffer and grad_avg (16)."""
-    v = (noise & np.uint64(0xFFFFF)).astype(np.float64) / 2.0**20
-    m = ((noise >> np.uint64(32)) & np.uint64(0xFFFF)).astype(np.float64) / 2.0**16
-    ga = (noise >> np.uint64(48)).astype(np.float64) / 2.0**16
-    return v, m, ga
+        h = mix64(key + (index >> np.uint64(2)) * np.uint64(GOLDEN))
+    words = (h >> (np.uint64(16) * (index & np.uint64(3)))) & np.uint64(0xFFFF)
+    return words.astype(np.float64) / 2.0**16
 
 
 def _round_on_grid(x: np.ndarray, mantissa_bits: int, u: np.ndarray) -> np.ndarray:
@@ -67,7 +66,9 @@ def quantize_block(v32: np.ndarray, u20: np.ndarray) -> tuple[float, np.ndarray]
     """Scale and codes of one block of new v (float32, >= 0, finite).
 
     scale = max(v); r = v / scale rounded once to float32 (a float64 division rounded to float32
-    is the correctly rounded float32 division); r rounded stochastically to 3 mantissa bits; the
+    is the correctly rounded float32 division); r rounded stochastically to 3 mantissa bits
+    with the uniform ``u`` (rounds up when its distance from the lower grid point, in grid
+    steps, plus u reaches 1); the
     code of the result q = 2^e (1 + m/8) is (e + 127) * 8 + m - 761, clamped to [0, 255].
     """
     v = np.asarray(v32, dtype=np.float64)

@@ -90,8 +90,9 @@ def _one_step(
         v_old = bfloat16_bits_to_float32(state["square_avg"])
     state["momentum_buffer"][...] = (m_old.view(np.uint32) >> 16).astype(np.uint16)
     m_old = bfloat16_bits_to_float32(state["momentum_buffer"])
-    before = {"param": param.copy(), "grad": grad, "v": v_old, "m": m_old}
-    kwargs = {k: v for k, v in state.items() if k != "grad_avg"}
+    state["grad_avg"][...] = (m_old.view(np.uint32) >> 16).astype(np.uint16)  # any values
+    before = {"param": param.copy(), "grad": grad, "v": v_old, "m": m_old, "ga": m_old.copy()}
+    kwargs = {k: v for k, v in state.items() if k != "grad_avg" or options.get("centered")}
     if momentum == 0.0:
         kwargs.pop("momentum_buffer")
     rmsprop_step(
@@ -118,8 +119,8 @@ def test_8bit_codes_equal_float64_reference(
     g = b["grad"]
     # The new v in float32, operation by operation as SPEC §2 orders them.
     v_new = np.float32(alpha) * b["v"] + (np.float32(1 - alpha) * g) * g
-    noise = ref.state_noise(seed=n, stream=0, step=3, size=n)
-    u_v, u_m, _ = ref.noise_fields(noise)
+    u_v = ref.state_noise(seed=n, stream=0, step=3, size=n, buffer="square_avg")
+    u_m = ref.state_noise(seed=n, stream=0, step=3, size=n, buffer="momentum_buffer")
     scales, codes = ref.quantize(v_new, u_v)
     assert np.array_equal(s["square_avg_scale"], scales)
     assert np.array_equal(s["square_avg"], codes)
@@ -140,20 +141,32 @@ def test_8bit_codes_equal_float64_reference(
         assert np.array_equal(bfloat16_bits_to_float32(s["momentum_buffer"]), m_want)
 
 
-def test_bfloat16_state_equals_float64_reference(isa: str, threads: int) -> None:
+@pytest.mark.parametrize("centered", [False, True])
+def test_bfloat16_state_equals_float64_reference(isa: str, threads: int, centered: bool) -> None:
     n, alpha, momentum = 40000, 0.999, 0.5
-    r = _one_step("bfloat16", n, seed=3, step=5, momentum=momentum, alpha=alpha)
+    r = _one_step("bfloat16", n, seed=3, step=5, momentum=momentum, alpha=alpha, centered=centered)
     b, s = r["before"], r["after"]
     g = b["grad"]
-    v_new = np.float32(alpha) * b["v"] + (np.float32(1 - alpha) * g) * g
-    noise = ref.state_noise(seed=3, stream=0, step=5, size=n)
-    _, u_m, _ = ref.noise_fields(noise)
-    # bfloat16 drops 16 mantissa bits: square_avg takes bits 0-15 of its noise field.
-    u_v16 = (noise & np.uint64(0xFFFF)).astype(np.float64) / 2.0**16
+    a32, one_minus = np.float32(alpha), np.float32(1 - alpha)
+    v_new = a32 * b["v"] + (one_minus * g) * g
+    noise = {
+        key: ref.state_noise(seed=3, stream=0, step=5, size=n, buffer=key)
+        for key in ("square_avg", "momentum_buffer", "grad_avg")
+    }
     assert np.array_equal(
-        bfloat16_bits_to_float32(s["square_avg"]), ref.bfloat16_stochastic(v_new, u_v16)
+        bfloat16_bits_to_float32(s["square_avg"]),
+        ref.bfloat16_stochastic(v_new, noise["square_avg"]),
     )
-    m_new = np.float32(momentum) * b["m"] + g / (np.sqrt(v_new) + np.float32(1e-8))
+    centered_v = v_new
+    if centered:
+        ga_new = a32 * b["ga"] + one_minus * g
+        assert np.array_equal(
+            bfloat16_bits_to_float32(s["grad_avg"]),
+            ref.bfloat16_stochastic(ga_new, noise["grad_avg"]),
+        )
+        centered_v = np.maximum(v_new - ga_new * ga_new, np.float32(0))
+    u_m = noise["momentum_buffer"]
+    m_new = np.float32(momentum) * b["m"] + g / (np.sqrt(centered_v) + np.float32(1e-8))
     assert np.array_equal(
         bfloat16_bits_to_float32(s["momentum_buffer"]), ref.bfloat16_stochastic(m_new, u_m)
     )

@@ -148,13 +148,19 @@ template <bool kCentered, MomentumMode kMomentum, WeightDecayMode kWeightDecay, 
 void update_range_compact(const Variant& variant, const Coefficients<float>& coefficients,
                           const TensorSpan<P, float>& tensor, std::size_t begin, std::size_t end) {
   const Broadcast<Wide<float>, float> wide(coefficients);
-  const std::uint64_t key = mix64(coefficients.rounding_key ^ kStateNoiseSalt);
+  const std::uint64_t key = coefficients.rounding_key;
+  const std::uint64_t v_key = mix64(key ^ kSquareAvgSalt);
+  const std::uint64_t m_key = mix64(key ^ kMomentumSalt);
+  const std::uint64_t ga_key = mix64(key ^ kGradAvgSalt);
   const CompactState& cs = tensor.compact;
   StateNoise noise;
   alignas(64) float block_v[kEightBitBlock];
   for (std::size_t b = begin; b < end; b += kEightBitBlock) {
     const std::size_t n = end - b < kEightBitBlock ? end - b : kEightBitBlock;
-    noise.fill(key, tensor.index_offset + b, n);
+    const std::uint64_t first = tensor.index_offset + b;
+    noise.square_avg.fill(v_key, first, n);
+    if constexpr (kMomentum != MomentumMode::kNone) noise.momentum_buffer.fill(m_key, first, n);
+    if constexpr (kCentered) noise.grad_avg.fill(ga_key, first, n);
     if (tensor.state_dtype == StateDtype::kBfloat16) {
       const Bfloat16State st{cs.square_avg, cs.grad_avg, cs.momentum_buffer, &noise, b};
       update_lanes_range<kCentered, kMomentum, kWeightDecay, kEpsInSqrt, true>(
@@ -166,7 +172,7 @@ void update_range_compact(const Variant& variant, const Coefficients<float>& coe
       update_lanes_range<kCentered, kMomentum, kWeightDecay, kEpsInSqrt, true>(
           variant, coefficients, wide, tensor, st, b, b + n);
       *scale = block_scale(block_v, n);
-      encode_block(block_v, *scale, noise.low, n, cs.square_avg_codes + b);
+      encode_block(block_v, *scale, noise.square_avg.at, n, cs.square_avg_codes + b);
     }
   }
 }

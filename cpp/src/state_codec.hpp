@@ -17,8 +17,11 @@ namespace RMSPROP_ISA_NS {
 namespace {
 
 // State noise is keyed apart from the params' own stochastic-rounding noise (same tensor, step
-// and element): one hash per element, whose bit fields serve the three buffers.
-constexpr std::uint64_t kStateNoiseSalt = 0x73746174655F7631ull;  // "state_v1"
+// and element) by one salt per buffer. Each hash gives the 16-bit noise words of four
+// consecutive elements, so the noise costs a quarter of a hash per element and buffer.
+constexpr std::uint64_t kSquareAvgSalt = 0x73746174655F7631ull;  // "state_v1"
+constexpr std::uint64_t kMomentumSalt = 0x73746174655F6D31ull;   // "state_m1"
+constexpr std::uint64_t kGradAvgSalt = 0x73746174655F6731ull;    // "state_g1"
 constexpr std::uint64_t kGolden = 0x9E3779B97F4A7C15ull;
 
 // The 8-bit code of square_avg: r = v / scale, with scale the largest v of the block, is stored
@@ -26,23 +29,29 @@ constexpr std::uint64_t kGolden = 0x9E3779B97F4A7C15ull;
 // c = 255 is exactly 1 (the block maximum), c = 0 is 1.125 * 2^-32. There is no zero code, so
 // a stochastic rounding to 0 (and then a step g / eps) cannot happen.
 constexpr std::uint32_t kCodeBias = 761;
-constexpr std::uint32_t kCodeNoiseMask = 0xFFFFFu;  // the 20 float32 mantissa bits dropped
 
-// Noise of `count` elements starting at global element index `first`: bits 0-19 round
-// square_avg, bits 32-47 momentum_buffer, bits 48-63 grad_avg.
-struct StateNoise {
-  alignas(64) std::uint32_t low[kEightBitBlock];
-  alignas(64) std::uint32_t high[kEightBitBlock];
-  alignas(64) std::uint32_t top[kEightBitBlock];
+// 16-bit noise words of one buffer for the elements of one block: element e (global index)
+// takes bits [16 (e % 4), 16 (e % 4) + 16) of mix64(key + (e / 4) * golden).
+struct NoiseWords {
+  alignas(64) std::uint32_t words[kEightBitBlock + 8];
+  const std::uint32_t* at = words;  // the word of the block's first element
 
   void fill(std::uint64_t key, std::uint64_t first, std::size_t count) {
-    for (std::size_t k = 0; k < count; ++k) {
-      const std::uint64_t h = mix64(key + (first + k) * kGolden);
-      low[k] = static_cast<std::uint32_t>(h);
-      high[k] = static_cast<std::uint32_t>(h >> 32);
-      top[k] = static_cast<std::uint32_t>(h >> 48);
+    const std::uint64_t first_hash = first >> 2;
+    const std::size_t hashes = static_cast<std::size_t>(((first + count + 3) >> 2) - first_hash);
+    for (std::size_t j = 0; j < hashes; ++j) {
+      const std::uint64_t h = mix64(key + (first_hash + j) * kGolden);
+      words[4 * j] = static_cast<std::uint32_t>(h & 0xFFFFu);
+      words[4 * j + 1] = static_cast<std::uint32_t>((h >> 16) & 0xFFFFu);
+      words[4 * j + 2] = static_cast<std::uint32_t>((h >> 32) & 0xFFFFu);
+      words[4 * j + 3] = static_cast<std::uint32_t>(h >> 48);
     }
+    at = words + (first & 3);
   }
+};
+
+struct StateNoise {
+  NoiseWords square_avg, momentum_buffer, grad_avg;
 };
 
 // Float state in the compute type: plain loads and stores.
@@ -77,19 +86,19 @@ struct Bfloat16State {
   V load_square_avg(std::size_t i) const { return load_lanes(Tag<V>{}, square_avg + i); }
   template <class V>
   void store_square_avg(V x, std::size_t i) const {
-    store_lanes_stochastic(x, square_avg + i, noise->low + (i - base));
+    store_lanes_stochastic(x, square_avg + i, noise->square_avg.at + (i - base));
   }
   template <class V>
   V load_grad_avg(std::size_t i) const { return load_lanes(Tag<V>{}, grad_avg + i); }
   template <class V>
   void store_grad_avg(V x, std::size_t i) const {
-    store_lanes_stochastic(x, grad_avg + i, noise->top + (i - base));
+    store_lanes_stochastic(x, grad_avg + i, noise->grad_avg.at + (i - base));
   }
   template <class V>
   V load_momentum(std::size_t i) const { return load_lanes(Tag<V>{}, momentum_buffer + i); }
   template <class V>
   void store_momentum(V x, std::size_t i) const {
-    store_lanes_stochastic(x, momentum_buffer + i, noise->high + (i - base));
+    store_lanes_stochastic(x, momentum_buffer + i, noise->momentum_buffer.at + (i - base));
   }
 };
 
@@ -109,7 +118,7 @@ struct EightBitState {
   V load_momentum(std::size_t i) const { return load_lanes(Tag<V>{}, momentum_buffer + i); }
   template <class V>
   void store_momentum(V x, std::size_t i) const {
-    store_lanes_stochastic(x, momentum_buffer + i, noise->high + (i - base));
+    store_lanes_stochastic(x, momentum_buffer + i, noise->momentum_buffer.at + (i - base));
   }
 };
 
@@ -133,10 +142,11 @@ inline float block_scale(const float* v, std::size_t count) {
   return float_of(largest);
 }
 
-// Stochastic rounding of r = v / scale (in [0, 1] by construction) to the code: adding 20 bits
-// of noise below the kept 3 mantissa bits and truncating rounds up with probability equal to
-// the distance from the lower code. Values on the grid are stored exactly; r below the
-// smallest code (and r = 0) takes code 0; NaN takes 255 (its block decodes to NaN anyway).
+// Stochastic rounding of r = v / scale (in [0, 1] by construction) to the code: adding noise
+// below the kept 3 mantissa bits and truncating rounds up with probability equal to the
+// distance from the lower code (16 noise bits over the 20 dropped ones: the probability is
+// exact to 2^-16). Values on the grid are stored exactly; r below the smallest code (and
+// r = 0) takes code 0; NaN takes 255 (its block decodes to NaN anyway).
 inline void encode_block(const float* v, float scale, const std::uint32_t* noise,
                          std::size_t count, std::uint8_t* codes) {
   if (scale == 0.0f) {  // an all-zero block: every code decodes to 0 * r = 0
@@ -144,7 +154,7 @@ inline void encode_block(const float* v, float scale, const std::uint32_t* noise
     return;
   }
   for (std::size_t k = 0; k < count; ++k) {
-    const std::uint32_t rounded = (bits_of(v[k] / scale) + (noise[k] & kCodeNoiseMask)) >> 20;
+    const std::uint32_t rounded = (bits_of(v[k] / scale) + (noise[k] << 4)) >> 20;
     const std::int32_t code = static_cast<std::int32_t>(rounded) - static_cast<std::int32_t>(kCodeBias);
     codes[k] = static_cast<std::uint8_t>(code < 0 ? 0 : (code > 255 ? 255 : code));
   }
