@@ -65,8 +65,9 @@ def bfloat16_stochastic(x32: np.ndarray, u16: np.ndarray) -> np.ndarray:
 def quantize_block(v32: np.ndarray, u20: np.ndarray) -> tuple[float, np.ndarray]:
     """Scale and codes of one block of new v (float32, >= 0, finite).
 
-    scale = max(v); r = v / scale rounded once to float32 (a float64 division rounded to float32
-    is the correctly rounded float32 division); r rounded stochastically to 3 mantissa bits
+    scale = max(v); r = v * (1 / scale), each operation rounded once to float32 (a float64
+    result rounded to float32 is the correctly rounded float32 operation; v / scale for a
+    subnormal scale); r (at most an ulp above 1) rounded stochastically to 3 mantissa bits
     with the uniform ``u`` (rounds up when its distance from the lower grid point, in grid
     steps, plus u reaches 1); the
     code of the result q = 2^e (1 + m/8) is (e + 127) * 8 + m - 761, clamped to [0, 255].
@@ -75,7 +76,12 @@ def quantize_block(v32: np.ndarray, u20: np.ndarray) -> tuple[float, np.ndarray]
     scale = float(v.max())
     if scale == 0.0:
         return 0.0, np.zeros(v.shape, dtype=np.uint8)
-    r = (v / scale).astype(np.float32).astype(np.float64)
+    if scale >= float(np.finfo(np.float32).tiny):
+        # v times the float32 reciprocal of the scale, each rounded once to float32.
+        inverse = np.float64(np.float32(1.0 / scale))
+        r = (v * inverse).astype(np.float32).astype(np.float64)
+    else:  # a subnormal scale: its reciprocal would overflow, so v / scale
+        r = (v / scale).astype(np.float32).astype(np.float64)
     q = _round_on_grid(r, 3, u20)
     with np.errstate(divide="ignore"):
         e = np.floor(np.log2(np.where(q > 0, q, 2.0**-140)))

@@ -201,6 +201,7 @@ def test_8bit_edge_values() -> None:
     g[256] = 1e-30  # block 1: a subnormal-squared v next to ordinary ones
     g[512] = np.inf  # block 2: v = inf -> the whole block decodes to inf (steps of 0)
     g[768] = np.nan  # block 3: NaN poisons its block on the next step
+    g[1024:1280] = 1e-20  # block 4: every v subnormal, so is the scale (divided, not inverted)
     state = new_buffers(p, "8bit")
     with np.errstate(all="ignore"):
         rmsprop_step(
@@ -217,7 +218,9 @@ def test_8bit_edge_values() -> None:
     assert np.isinf(scales[2]) and np.isnan(scales[3])
     decoded = decode_8bit(codes, scales)
     assert np.all(decoded[:256] == 0) and np.all(np.isinf(decoded[512:768]))
-    assert np.all(np.isnan(decoded[768:1024])) and np.all(decoded[1024:] == np.float32(0.1))
+    assert np.all(np.isnan(decoded[768:1024])) and np.all(decoded[1280:] == np.float32(0.1))
+    tiny = (np.float32(0.1) * np.float32(1e-20)) * np.float32(1e-20)
+    assert 0 < scales[4] == tiny < np.finfo(np.float32).tiny and np.all(codes[1024:1280] == 255)
     assert decoded[256] == np.float32(0.1) * np.float32(1.125 * 2.0**-32)
 
 
@@ -349,3 +352,12 @@ def test_loading_across_state_dtypes_is_refused() -> None:
         RMSprop([p.copy() for p in params], momentum=0.9, state_dtype="8bit").load_state_dict(
             forged
         )
+
+
+def test_state_codec_docstring_example() -> None:
+    import doctest
+
+    import rmsprop.state_codec
+
+    result = doctest.testmod(rmsprop.state_codec, optionflags=doctest.ELLIPSIS, verbose=False)
+    assert result.attempted > 0 and result.failed == 0

@@ -139,40 +139,35 @@ inline void update_lanes_range(const Variant& variant, const Coefficients<T>& co
 }
 
 // Compact state (bfloat16 or 8-bit), one block of up to 256 elements at a time: the block's
-// noise first, then (8-bit) its v decoded, the update, and its v encoded with the scale of the
-// new v. 8-bit ranges start on a block border (the dispatcher splits work in whole blocks), so
-// blocks are the tensor's own. bfloat16 state is element-wise: its blocks are only a buffer
-// size.
+// noise, then (8-bit) its v decoded, the update, and its v encoded with the scale of the new v.
+// 8-bit ranges start on a block border (the dispatcher splits work in whole blocks), so blocks
+// are the tensor's own. bfloat16 state is element-wise: its blocks are only a loop structure.
 template <bool kCentered, MomentumMode kMomentum, WeightDecayMode kWeightDecay, bool kEpsInSqrt,
           class P>
 void update_range_compact(const Variant& variant, const Coefficients<float>& coefficients,
                           const TensorSpan<P, float>& tensor, std::size_t begin, std::size_t end) {
   const Broadcast<Wide<float>, float> wide(coefficients);
-  const std::uint64_t key = coefficients.rounding_key;
-  const std::uint64_t v_key = mix64(key ^ kSquareAvgSalt);
-  const std::uint64_t m_key = mix64(key ^ kMomentumSalt);
-  const std::uint64_t ga_key = mix64(key ^ kGradAvgSalt);
   const CompactState& cs = tensor.compact;
-  StateNoise noise;
+  StateNoise noise(coefficients.rounding_key, tensor.index_offset,
+                   kMomentum != MomentumMode::kNone, kCentered);
   alignas(64) float block_v[kEightBitBlock];
   for (std::size_t b = begin; b < end; b += kEightBitBlock) {
     const std::size_t n = end - b < kEightBitBlock ? end - b : kEightBitBlock;
-    const std::uint64_t first = tensor.index_offset + b;
-    noise.square_avg.fill(v_key, first, n);
-    if constexpr (kMomentum != MomentumMode::kNone) noise.momentum_buffer.fill(m_key, first, n);
-    if constexpr (kCentered) noise.grad_avg.fill(ga_key, first, n);
+    // A block's noise in one loop: the hashes vectorize there, not spread over the lanes.
+    noise.fill_square_avg(b, n);
+    noise.fill_others(b, n);
     if (tensor.state_dtype == StateDtype::kBfloat16) {
-      const Bfloat16State st{cs.square_avg, cs.grad_avg, cs.momentum_buffer, &noise, b};
+      const Bfloat16State st{cs.square_avg, cs.grad_avg, cs.momentum_buffer, &noise};
       update_lanes_range<kCentered, kMomentum, kWeightDecay, kEpsInSqrt, true>(
           variant, coefficients, wide, tensor, st, b, b + n);
     } else if constexpr (!kCentered) {
       float* scale = cs.square_avg_scales + b / kEightBitBlock;
       decode_block(cs.square_avg_codes + b, *scale, n, block_v);
-      const EightBitState st{block_v, cs.momentum_buffer, &noise, b};
+      const EightBitState st{block_v, b, cs.momentum_buffer, &noise};
       update_lanes_range<kCentered, kMomentum, kWeightDecay, kEpsInSqrt, true>(
           variant, coefficients, wide, tensor, st, b, b + n);
       *scale = block_scale(block_v, n);
-      encode_block(block_v, *scale, noise.square_avg.at, n, cs.square_avg_codes + b);
+      encode_block(block_v, *scale, noise.square_avg.of(b), n, cs.square_avg_codes + b);
     }
   }
 }

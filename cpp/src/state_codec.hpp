@@ -30,15 +30,17 @@ constexpr std::uint64_t kGolden = 0x9E3779B97F4A7C15ull;
 // a stochastic rounding to 0 (and then a step g / eps) cannot happen.
 constexpr std::uint32_t kCodeBias = 761;
 
-// 16-bit noise words of one buffer for the elements of one block: element e (global index)
+// 16-bit noise words of one buffer for up to one block of elements: element e (global index)
 // takes bits [16 (e % 4), 16 (e % 4) + 16) of mix64(key + (e / 4) * golden).
 struct NoiseWords {
   alignas(64) std::uint32_t words[kEightBitBlock + 8];
-  const std::uint32_t* at = words;  // the word of the block's first element
+  const std::uint32_t* at = words;  // the word of local element `base`
+  std::size_t base = 0;
 
-  void fill(std::uint64_t key, std::uint64_t first, std::size_t count) {
-    const std::uint64_t first_hash = first >> 2;
-    const std::size_t hashes = static_cast<std::size_t>(((first + count + 3) >> 2) - first_hash);
+  // Words of `count` elements from local index `local` (global index `global`).
+  void fill(std::uint64_t key, std::uint64_t global, std::size_t local, std::size_t count) {
+    const std::uint64_t first_hash = global >> 2;
+    const std::size_t hashes = static_cast<std::size_t>(((global + count + 3) >> 2) - first_hash);
     for (std::size_t j = 0; j < hashes; ++j) {
       const std::uint64_t h = mix64(key + (first_hash + j) * kGolden);
       words[4 * j] = static_cast<std::uint32_t>(h & 0xFFFFu);
@@ -46,12 +48,35 @@ struct NoiseWords {
       words[4 * j + 2] = static_cast<std::uint32_t>((h >> 32) & 0xFFFFu);
       words[4 * j + 3] = static_cast<std::uint32_t>(h >> 48);
     }
-    at = words + (first & 3);
+    at = words + (global & 3);
+    base = local;
   }
+  const std::uint32_t* of(std::size_t i) const { return at + (i - base); }
 };
 
+// Keys and words of the three buffers, filled a block at a time.
 struct StateNoise {
+  std::uint64_t index_offset;
+  std::uint64_t square_avg_key, momentum_key, grad_avg_key;
+  bool momentum, centered;  // which buffers are rounded
   NoiseWords square_avg, momentum_buffer, grad_avg;
+
+  StateNoise(std::uint64_t rounding_key, std::uint64_t offset, bool has_momentum,
+             bool is_centered)
+      : index_offset(offset),
+        square_avg_key(mix64(rounding_key ^ kSquareAvgSalt)),
+        momentum_key(mix64(rounding_key ^ kMomentumSalt)),
+        grad_avg_key(mix64(rounding_key ^ kGradAvgSalt)),
+        momentum(has_momentum),
+        centered(is_centered) {}
+
+  void fill_square_avg(std::size_t i, std::size_t count) {
+    square_avg.fill(square_avg_key, index_offset + i, i, count);
+  }
+  void fill_others(std::size_t i, std::size_t count) {
+    if (momentum) momentum_buffer.fill(momentum_key, index_offset + i, i, count);
+    if (centered) grad_avg.fill(grad_avg_key, index_offset + i, i, count);
+  }
 };
 
 // Float state in the compute type: plain loads and stores.
@@ -75,41 +100,39 @@ struct FloatState {
 };
 
 // bfloat16 buffers rounded stochastically (round to nearest would stall v near alpha = 1).
-// `noise` holds the current block's noise; `base` is the index of its first element.
 struct Bfloat16State {
   bfloat16* square_avg;
   bfloat16* grad_avg;
   bfloat16* momentum_buffer;
-  const StateNoise* noise;
-  std::size_t base;
+  StateNoise* noise;
   template <class V>
   V load_square_avg(std::size_t i) const { return load_lanes(Tag<V>{}, square_avg + i); }
   template <class V>
   void store_square_avg(V x, std::size_t i) const {
-    store_lanes_stochastic(x, square_avg + i, noise->square_avg.at + (i - base));
+    store_lanes_stochastic(x, square_avg + i, noise->square_avg.of(i));
   }
   template <class V>
   V load_grad_avg(std::size_t i) const { return load_lanes(Tag<V>{}, grad_avg + i); }
   template <class V>
   void store_grad_avg(V x, std::size_t i) const {
-    store_lanes_stochastic(x, grad_avg + i, noise->grad_avg.at + (i - base));
+    store_lanes_stochastic(x, grad_avg + i, noise->grad_avg.of(i));
   }
   template <class V>
   V load_momentum(std::size_t i) const { return load_lanes(Tag<V>{}, momentum_buffer + i); }
   template <class V>
   void store_momentum(V x, std::size_t i) const {
-    store_lanes_stochastic(x, momentum_buffer + i, noise->momentum_buffer.at + (i - base));
+    store_lanes_stochastic(x, momentum_buffer + i, noise->momentum_buffer.of(i));
   }
 };
 
 // 8-bit square_avg: the kernel works on one block at a time, with the block's v decoded into
 // `block_v` (float) before the update and encoded from it after; momentum_buffer as bfloat16.
-// No grad_avg: centered=True is refused with 8-bit state.
+// No grad_avg: centered=True is refused.
 struct EightBitState {
   float* block_v;
+  std::size_t base;  // local index of the block's first element
   bfloat16* momentum_buffer;
-  const StateNoise* noise;
-  std::size_t base;
+  StateNoise* noise;
   template <class V>
   V load_square_avg(std::size_t i) const { return V::load(block_v + (i - base)); }
   template <class V>
@@ -118,7 +141,7 @@ struct EightBitState {
   V load_momentum(std::size_t i) const { return load_lanes(Tag<V>{}, momentum_buffer + i); }
   template <class V>
   void store_momentum(V x, std::size_t i) const {
-    store_lanes_stochastic(x, momentum_buffer + i, noise->momentum_buffer.at + (i - base));
+    store_lanes_stochastic(x, momentum_buffer + i, noise->momentum_buffer.of(i));
   }
 };
 
@@ -142,21 +165,30 @@ inline float block_scale(const float* v, std::size_t count) {
   return float_of(largest);
 }
 
-// Stochastic rounding of r = v / scale (in [0, 1] by construction) to the code: adding noise
-// below the kept 3 mantissa bits and truncating rounds up with probability equal to the
-// distance from the lower code (16 noise bits over the 20 dropped ones: the probability is
-// exact to 2^-16). Values on the grid are stored exactly; r below the smallest code (and
-// r = 0) takes code 0; NaN takes 255 (its block decodes to NaN anyway).
+// Stochastic rounding of r = v / scale (in [0, 1]) to the code: adding noise below the kept 3
+// mantissa bits and truncating rounds up with probability equal to the distance from the lower
+// code (16 noise bits over the 20 dropped ones: the probability is exact to 2^-16). Values on
+// the grid are stored exactly; r below the smallest code (and r = 0) takes code 0; NaN takes
+// 255 (its block decodes to NaN anyway). r is v times the rounded reciprocal of the scale
+// (one division per block, not per element); it may exceed 1 by an ulp, which still takes
+// code 255. A subnormal scale, whose reciprocal overflows, divides instead.
+inline std::uint8_t code_of(float r, std::uint32_t noise) {
+  const std::uint32_t rounded = (bits_of(r) + (noise << 4)) >> 20;
+  const std::int32_t code =
+      static_cast<std::int32_t>(rounded) - static_cast<std::int32_t>(kCodeBias);
+  return static_cast<std::uint8_t>(code < 0 ? 0 : (code > 255 ? 255 : code));
+}
+
 inline void encode_block(const float* v, float scale, const std::uint32_t* noise,
                          std::size_t count, std::uint8_t* codes) {
+  constexpr float kSmallestNormal = 1.17549435e-38f;
   if (scale == 0.0f) {  // an all-zero block: every code decodes to 0 * r = 0
     std::memset(codes, 0, count);
-    return;
-  }
-  for (std::size_t k = 0; k < count; ++k) {
-    const std::uint32_t rounded = (bits_of(v[k] / scale) + (noise[k] << 4)) >> 20;
-    const std::int32_t code = static_cast<std::int32_t>(rounded) - static_cast<std::int32_t>(kCodeBias);
-    codes[k] = static_cast<std::uint8_t>(code < 0 ? 0 : (code > 255 ? 255 : code));
+  } else if (scale < kSmallestNormal) {
+    for (std::size_t k = 0; k < count; ++k) codes[k] = code_of(v[k] / scale, noise[k]);
+  } else {
+    const float inverse = 1.0f / scale;
+    for (std::size_t k = 0; k < count; ++k) codes[k] = code_of(v[k] * inverse, noise[k]);
   }
 }
 

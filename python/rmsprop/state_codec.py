@@ -12,7 +12,7 @@ Example:
     >>> opt = RMSprop([w], lr=0.01, alpha=0.9, state_dtype="8bit")
     >>> opt.step([np.full(5000, 2.0, dtype=np.float32)])
     >>> opt.state[0]["square_avg"].dtype, float(float_state(opt.state[0])["square_avg"][0])
-    (dtype('uint8'), 0.3999999761581421)
+    (dtype('uint8'), 0.4000000059604645)
 """
 
 from __future__ import annotations
