@@ -11,11 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 GOLDEN = 0x9E3779B97F4A7C15
-SALTS = {  # one per state buffer, so that their noise is independent
-    "square_avg": 0x73746174655F7631,
-    "momentum_buffer": 0x73746174655F6D31,
-    "grad_avg": 0x73746174655F6731,
-}
+STATE_SALT = 0x73746174655F7631  # square_avg and momentum_buffer share a key, not bits
+GRAD_AVG_SALT = 0x73746174655F6731
 BLOCK = 256
 CODE_BIAS = 761  # code c stands for the float32 with bits (c + 761) << 20
 
@@ -29,18 +26,34 @@ def mix64(z: np.ndarray) -> np.ndarray:
     return z ^ (z >> np.uint64(31))
 
 
+def hash32(x: np.ndarray) -> np.ndarray:
+    """lowbias32 on uint32 arrays (wrapping arithmetic)."""
+    x = np.asarray(x, dtype=np.uint32)
+    with np.errstate(over="ignore"):
+        x = x ^ (x >> np.uint32(16))
+        x = x * np.uint32(0x7FEB352D)
+        x = x ^ (x >> np.uint32(15))
+        x = x * np.uint32(0x846CA68B)
+    return x ^ (x >> np.uint32(16))
+
+
 def state_noise(seed: int, stream: int, step: int, size: int, buffer: str) -> np.ndarray:
     """Uniform numbers in [0, 1) (multiples of 2^-16) rounding ``buffer`` of elements
-    0..size-1 of tensor ``stream`` at ``step``: element e takes the 16-bit word e % 4 of
-    mix64(key + (e // 4) * golden), key = mix64(rounding key ^ the buffer's salt)."""
+    0..size-1 of tensor ``stream`` at ``step``: the element's 32-bit hash under the buffer's key
+    (mix64 of the rounding key and a salt), low 16 bits for square_avg and grad_avg, high 16
+    for momentum_buffer."""
     key = mix64(np.uint64(seed))
     key = mix64(key ^ np.uint64(stream))
     key = mix64(key ^ np.uint64(step))
-    key = mix64(key ^ np.uint64(SALTS[buffer]))
-    index = np.arange(size, dtype=np.uint64)
+    salt = GRAD_AVG_SALT if buffer == "grad_avg" else STATE_SALT
+    key = int(mix64(key ^ np.uint64(salt)))
+    e = np.arange(size, dtype=np.uint64)
+    low = (e & np.uint64(0xFFFFFFFF)).astype(np.uint32)
+    high = (e >> np.uint64(32)).astype(np.uint32)
     with np.errstate(over="ignore"):
-        h = mix64(key + (index >> np.uint64(2)) * np.uint64(GOLDEN))
-    words = (h >> (np.uint64(16) * (index & np.uint64(3)))) & np.uint64(0xFFFF)
+        x = np.uint32(key & 0xFFFFFFFF) + low * np.uint32(0x9E3779B9) + high * np.uint32(0x85EBCA6B)
+    h = hash32(x ^ np.uint32(key >> 32))
+    words = h >> np.uint32(16) if buffer == "momentum_buffer" else h & np.uint32(0xFFFF)
     return words.astype(np.float64) / 2.0**16
 
 

@@ -154,8 +154,7 @@ void update_range_compact(const Variant& variant, const Coefficients<float>& coe
   for (std::size_t b = begin; b < end; b += kEightBitBlock) {
     const std::size_t n = end - b < kEightBitBlock ? end - b : kEightBitBlock;
     // A block's noise in one loop: the hashes vectorize there, not spread over the lanes.
-    noise.fill_square_avg(b, n);
-    noise.fill_others(b, n);
+    noise.fill(b, n);
     if (tensor.state_dtype == StateDtype::kBfloat16) {
       const Bfloat16State st{cs.square_avg, cs.grad_avg, cs.momentum_buffer, &noise};
       update_lanes_range<kCentered, kMomentum, kWeightDecay, kEpsInSqrt, true>(
@@ -167,7 +166,7 @@ void update_range_compact(const Variant& variant, const Coefficients<float>& coe
       update_lanes_range<kCentered, kMomentum, kWeightDecay, kEpsInSqrt, true>(
           variant, coefficients, wide, tensor, st, b, b + n);
       *scale = block_scale(block_v, n);
-      encode_block(block_v, *scale, noise.square_avg.of(b), n, cs.square_avg_codes + b);
+      encode_block(block_v, *scale, noise.square_avg(b), n, cs.square_avg_codes + b);
     }
   }
 }

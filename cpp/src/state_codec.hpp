@@ -16,13 +16,13 @@ namespace detail {
 namespace RMSPROP_ISA_NS {
 namespace {
 
-// State noise is keyed apart from the params' own stochastic-rounding noise (same tensor, step
-// and element) by one salt per buffer. Each hash gives the 16-bit noise words of four
-// consecutive elements, so the noise costs a quarter of a hash per element and buffer.
-constexpr std::uint64_t kSquareAvgSalt = 0x73746174655F7631ull;  // "state_v1"
-constexpr std::uint64_t kMomentumSalt = 0x73746174655F6D31ull;   // "state_m1"
-constexpr std::uint64_t kGradAvgSalt = 0x73746174655F6731ull;    // "state_g1"
-constexpr std::uint64_t kGolden = 0x9E3779B97F4A7C15ull;
+// State noise. Keys come from the package's mix64 (seed, tensor, step, and a salt apart from
+// the params' own rounding noise); per element a 32-bit integer hash (lowbias32, two 32-bit
+// multiplies: a quarter of mix64's cost in vector registers) of the key and the element's
+// global index gives 16 bits for square_avg (low half) and 16 for momentum_buffer (high half);
+// grad_avg takes the low half of a second hash under its own salt.
+constexpr std::uint64_t kStateSalt = 0x73746174655F7631ull;    // "state_v1"
+constexpr std::uint64_t kGradAvgSalt = 0x73746174655F6731ull;  // "state_g1"
 
 // The 8-bit code of square_avg: r = v / scale, with scale the largest v of the block, is stored
 // as a float with 5 exponent and 3 mantissa bits, code c standing for float_of((c + 761) << 20):
@@ -30,53 +30,57 @@ constexpr std::uint64_t kGolden = 0x9E3779B97F4A7C15ull;
 // a stochastic rounding to 0 (and then a step g / eps) cannot happen.
 constexpr std::uint32_t kCodeBias = 761;
 
-// 16-bit noise words of one buffer for up to one block of elements: element e (global index)
-// takes bits [16 (e % 4), 16 (e % 4) + 16) of mix64(key + (e / 4) * golden).
-struct NoiseWords {
-  alignas(64) std::uint32_t words[kEightBitBlock + 8];
-  const std::uint32_t* at = words;  // the word of local element `base`
-  std::size_t base = 0;
+inline std::uint32_t hash32(std::uint32_t x) {
+  x ^= x >> 16;
+  x *= 0x7FEB352Du;
+  x ^= x >> 15;
+  x *= 0x846CA68Bu;
+  x ^= x >> 16;
+  return x;
+}
 
-  // Words of `count` elements from local index `local` (global index `global`).
-  void fill(std::uint64_t key, std::uint64_t global, std::size_t local, std::size_t count) {
-    const std::uint64_t first_hash = global >> 2;
-    const std::size_t hashes = static_cast<std::size_t>(((global + count + 3) >> 2) - first_hash);
-    for (std::size_t j = 0; j < hashes; ++j) {
-      const std::uint64_t h = mix64(key + (first_hash + j) * kGolden);
-      words[4 * j] = static_cast<std::uint32_t>(h & 0xFFFFu);
-      words[4 * j + 1] = static_cast<std::uint32_t>((h >> 16) & 0xFFFFu);
-      words[4 * j + 2] = static_cast<std::uint32_t>((h >> 32) & 0xFFFFu);
-      words[4 * j + 3] = static_cast<std::uint32_t>(h >> 48);
-    }
-    at = words + (global & 3);
-    base = local;
-  }
-  const std::uint32_t* of(std::size_t i) const { return at + (i - base); }
-};
+// Element e's hash under key: hash32(low(key) + low(e) * golden + high(e) * c2, xor high(key)).
+inline std::uint32_t element_hash(std::uint64_t key, std::uint64_t e) {
+  const std::uint32_t x = static_cast<std::uint32_t>(key) +
+                          static_cast<std::uint32_t>(e) * 0x9E3779B9u +
+                          static_cast<std::uint32_t>(e >> 32) * 0x85EBCA6Bu;
+  return hash32(x ^ static_cast<std::uint32_t>(key >> 32));
+}
 
-// Keys and words of the three buffers, filled a block at a time.
+// 16-bit noise words of the three buffers for one block (local index `base` first).
 struct StateNoise {
-  std::uint64_t index_offset;
-  std::uint64_t square_avg_key, momentum_key, grad_avg_key;
-  bool momentum, centered;  // which buffers are rounded
-  NoiseWords square_avg, momentum_buffer, grad_avg;
+  alignas(64) std::uint32_t square_avg_words[kEightBitBlock];
+  alignas(64) std::uint32_t momentum_words[kEightBitBlock];
+  alignas(64) std::uint32_t grad_avg_words[kEightBitBlock];
+  std::uint64_t index_offset, key, grad_avg_key;
+  bool momentum, centered;
+  std::size_t base = 0;
 
   StateNoise(std::uint64_t rounding_key, std::uint64_t offset, bool has_momentum,
              bool is_centered)
       : index_offset(offset),
-        square_avg_key(mix64(rounding_key ^ kSquareAvgSalt)),
-        momentum_key(mix64(rounding_key ^ kMomentumSalt)),
+        key(mix64(rounding_key ^ kStateSalt)),
         grad_avg_key(mix64(rounding_key ^ kGradAvgSalt)),
         momentum(has_momentum),
         centered(is_centered) {}
 
-  void fill_square_avg(std::size_t i, std::size_t count) {
-    square_avg.fill(square_avg_key, index_offset + i, i, count);
+  void fill(std::size_t local, std::size_t count) {
+    const std::uint64_t first = index_offset + local;
+    base = local;
+    for (std::size_t k = 0; k < count; ++k) {
+      const std::uint32_t h = element_hash(key, first + k);
+      square_avg_words[k] = h & 0xFFFFu;
+      momentum_words[k] = h >> 16;
+    }
+    if (centered) {
+      for (std::size_t k = 0; k < count; ++k) {
+        grad_avg_words[k] = element_hash(grad_avg_key, first + k) & 0xFFFFu;
+      }
+    }
   }
-  void fill_others(std::size_t i, std::size_t count) {
-    if (momentum) momentum_buffer.fill(momentum_key, index_offset + i, i, count);
-    if (centered) grad_avg.fill(grad_avg_key, index_offset + i, i, count);
-  }
+  const std::uint32_t* square_avg(std::size_t i) const { return square_avg_words + (i - base); }
+  const std::uint32_t* momentum_buffer(std::size_t i) const { return momentum_words + (i - base); }
+  const std::uint32_t* grad_avg(std::size_t i) const { return grad_avg_words + (i - base); }
 };
 
 // Float state in the compute type: plain loads and stores.
@@ -109,19 +113,19 @@ struct Bfloat16State {
   V load_square_avg(std::size_t i) const { return load_lanes(Tag<V>{}, square_avg + i); }
   template <class V>
   void store_square_avg(V x, std::size_t i) const {
-    store_lanes_stochastic(x, square_avg + i, noise->square_avg.of(i));
+    store_lanes_stochastic(x, square_avg + i, noise->square_avg(i));
   }
   template <class V>
   V load_grad_avg(std::size_t i) const { return load_lanes(Tag<V>{}, grad_avg + i); }
   template <class V>
   void store_grad_avg(V x, std::size_t i) const {
-    store_lanes_stochastic(x, grad_avg + i, noise->grad_avg.of(i));
+    store_lanes_stochastic(x, grad_avg + i, noise->grad_avg(i));
   }
   template <class V>
   V load_momentum(std::size_t i) const { return load_lanes(Tag<V>{}, momentum_buffer + i); }
   template <class V>
   void store_momentum(V x, std::size_t i) const {
-    store_lanes_stochastic(x, momentum_buffer + i, noise->momentum_buffer.of(i));
+    store_lanes_stochastic(x, momentum_buffer + i, noise->momentum_buffer(i));
   }
 };
 
@@ -141,7 +145,7 @@ struct EightBitState {
   V load_momentum(std::size_t i) const { return load_lanes(Tag<V>{}, momentum_buffer + i); }
   template <class V>
   void store_momentum(V x, std::size_t i) const {
-    store_lanes_stochastic(x, momentum_buffer + i, noise->momentum_buffer.of(i));
+    store_lanes_stochastic(x, momentum_buffer + i, noise->momentum_buffer(i));
   }
 };
 
