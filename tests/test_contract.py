@@ -368,7 +368,7 @@ def test_option_deleted_after_the_first_step_is_a_value_error() -> None:
     opt = RMSprop([p])
     opt.step([g])
     del opt.param_groups[0]["lr"]
-    assert_refused_and_unchanged(opt, [g], ValueError, "no 'lr' hyper-parameter", [p])
+    assert_refused_and_unchanged(opt, [g], ValueError, "missing hyper-parameter 'lr'", [p])
 
 
 @pytest.mark.parametrize(

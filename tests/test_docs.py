@@ -10,10 +10,13 @@ import pytest
 import rmsprop
 import rmsprop.functional
 import rmsprop.optimizer
+import rmsprop.rows
 
 
 @pytest.mark.parametrize(
-    "module", [rmsprop, rmsprop.optimizer, rmsprop.functional], ids=lambda m: m.__name__
+    "module",
+    [rmsprop, rmsprop.optimizer, rmsprop.functional, rmsprop.rows],
+    ids=lambda m: m.__name__,
 )
 def test_docstring_examples(module: ModuleType) -> None:
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS, verbose=False)

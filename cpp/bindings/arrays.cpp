@@ -69,6 +69,28 @@ const py::detail::PyArrayDescr_Proxy* descr_of(const py::array& a) {
       py::detail::array_proxy(a.ptr())->descr);
 }
 
+// Has the object one of the array protocols (torch.Tensor, jax.Array, cupy, ...)?
+bool array_like(py::handle obj) {
+  for (const char* name : {"__array__", "__array_interface__", "__dlpack__"}) {
+    if (PyObject_HasAttrString(obj.ptr(), name)) return true;
+  }
+  return false;
+}
+
+// How to spell the dtype in a fix the message suggests.
+std::string dtype_expression(Storage storage) {
+  switch (storage) {
+    case Storage::kFloat32:
+      return "np.float32";
+    case Storage::kFloat64:
+      return "np.float64";
+    case Storage::kFloat16:
+      return "np.float16";
+    default:
+      return "ml_dtypes.bfloat16";
+  }
+}
+
 }  // namespace
 
 Storage storage_of(const py::array& a) {
@@ -96,7 +118,18 @@ py::array checked_array(py::handle obj, const Origin& origin, const Namer& namer
   const auto name_of = [&] { return namer(origin.role, origin.index); };
   const auto param_name_of = [&] { return namer(Role::kParam, origin.index); };
   if (!py::isinstance<py::array>(obj)) {
-    throw py::type_error(name_of() + " must be a numpy.ndarray, got " + describe_type(obj));
+    std::string message = name_of() + " must be a numpy.ndarray" +
+                          (origin.role == Role::kGrad ? " (or an rmsprop.RowGrad of rows)" : "") +
+                          ", got " + describe_type(obj);
+    if (array_like(obj)) {
+      // Only on this error path: the attribute lookups may run the object's Python code.
+      message += origin.role == Role::kGrad
+                     ? "; convert it with np.asarray(" + name_of() + ")"
+                     : "; rmsprop updates arrays in place, so pass a writeable NumPy copy "
+                       "(np.array(x)) and keep that array as the parameter";
+      message += " (for torch tensors use rmsprop.torch.RMSprop, which updates them in place)";
+    }
+    throw py::type_error(message);
   }
   auto a = py::reinterpret_borrow<py::array>(obj);
   const auto& api = py::detail::npy_api::get();
@@ -119,9 +152,13 @@ py::array checked_array(py::handle obj, const Origin& origin, const Namer& namer
         is_state && sixteen_bit(param_storage) ? Storage::kFloat32 : param_storage;
     if (storage != expected) {
       if (expected == param_storage) {
-        throw py::type_error(name_of() + " has dtype " + dtype_name(a) + " but " +
-                             param_name_of() + " has dtype " + dtype_name(*param) +
-                             "; they must match");
+        std::string message = name_of() + " has dtype " + dtype_name(a) + " but " +
+                              param_name_of() + " has dtype " + dtype_name(*param) +
+                              "; they must match";
+        if (origin.role == Role::kGrad) {
+          message += ": pass " + name_of() + ".astype(" + dtype_expression(param_storage) + ")";
+        }
+        throw py::type_error(message);
       }
       throw py::type_error(name_of() + " has dtype " + dtype_name(a) + "; the state of a " +
                            dtype_name(*param) + " param is float32");
@@ -142,8 +179,11 @@ py::array checked_array(py::handle obj, const Origin& origin, const Namer& namer
                                  "(np.empty/np.zeros) or copy it once before training");
   }
   if (written && !(flags & api.NPY_ARRAY_WRITEABLE_)) {
-    throw py::value_error(name_of() + " is read-only; rmsprop updates it in place, so it must be "
-                                 "writeable (arr.flags.writeable = True, or pass a copy you keep)");
+    // Not "set flags.writeable": that fails for arrays from JAX and for read-only memmaps.
+    throw py::value_error(name_of() + " is read-only; rmsprop updates it in place: pass a "
+                          "writeable copy (np.array(x)) and keep that array as the " +
+                          (origin.role == Role::kParam ? std::string("parameter")
+                                                       : std::string(state_key(origin.role))));
   }
   return a;
 }

@@ -18,6 +18,8 @@ namespace bindings {
 
 namespace py = pybind11;
 
+// Hyper-parameters are read without running Python code (no __float__/__index__ of arbitrary
+// objects): such code could edit the lists and dicts a step is reading.
 double as_double(py::handle obj, const char* name);
 // True/False, numpy.bool_, or the ints 0 and 1.
 bool as_bool(py::handle obj, const char* name);
@@ -65,8 +67,8 @@ const Keys& keys();
 // kOptionNames (the functional API).
 Options options_from(py::handle source);
 
-// A state entry the optimizer keeps in a dict, or null when the key is absent.
-py::handle dict_item(py::handle dict, PyObject* key);
+// A state entry the optimizer keeps in a dict (a strong reference), or null when absent.
+py::object dict_item(py::handle dict, PyObject* key);
 
 // Float params (float32 and the 16-bit types) are updated with coefficients rounded once to
 // float. A hyper-parameter beyond float's range would become inf (or grad_scale 0) and turn

@@ -10,6 +10,8 @@
 #include <type_traits>
 #include <vector>
 
+#include "driver.hpp"
+#include "fp_env.hpp"
 #include "kernel.hpp"
 #include "rmsprop/rmsprop.hpp"
 
@@ -17,8 +19,8 @@
 #include <omp.h>
 #endif
 #if defined(__unix__) || defined(__APPLE__)
-#include <unistd.h>
-#define RMSPROP_HAVE_GETPID 1
+#include <pthread.h>
+#define RMSPROP_HAVE_ATFORK 1
 #endif
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
 #include <cpuid.h>
@@ -143,16 +145,25 @@ std::atomic<int>& active_isa_slot() {
 
 std::atomic<int> requested_threads{0};  // 0: not chosen yet, use the OpenMP default
 
-#if defined(RMSPROP_HAVE_GETPID)
-// libgomp's pool does not survive fork(): a child that enters a parallel region after the
-// parent used one hangs. Remember which process first went parallel; any other runs serial.
-std::atomic<pid_t> pool_owner{0};
+// libgomp's thread pool does not survive fork(): a child that enters a parallel region while
+// the forking thread's pool had workers waits forever for threads that no longer exist. The
+// runtime is shared by every library in the process (torch, anything built with -fopenmp), so
+// whether *some* pool existed at the fork cannot be known here. A process created by fork()
+// after this library was loaded therefore runs every step on one thread, for its whole life,
+// and so do the children it forks (they inherit the stale pool). exec() starts afresh.
+#if defined(RMSPROP_HAVE_ATFORK)
+std::atomic<bool> forked_child{false};
+
+void mark_forked_child() { forked_child.store(true, std::memory_order_relaxed); }
+
+// Registered when the library is loaded, before anything can go parallel through it.
+const bool atfork_registered = [] {
+  return pthread_atfork(nullptr, nullptr, &mark_forked_child) == 0;
+}();
 
 bool may_go_parallel() {
-  const pid_t me = getpid();
-  pid_t expected = 0;
-  if (pool_owner.compare_exchange_strong(expected, me)) return true;
-  return expected == me;
+  // If registration failed (out of memory at load) no fork can be told apart: stay serial.
+  return atfork_registered && !forked_child.load(std::memory_order_relaxed);
 }
 #else
 bool may_go_parallel() { return true; }
@@ -278,6 +289,7 @@ void run_split(const Span* tensors, std::size_t count, Fn&& fn) {
   for (std::size_t k = 0; k < count; ++k) elements += tensors[k].size;
   const int threads = threads_for(elements);
   if (threads <= 1 || !may_go_parallel()) {
+    const detail::IeeeEnvironment ieee;
     for (std::size_t k = 0; k < count; ++k) fn(k, std::size_t{0}, tensors[k].size);
     return;
   }
@@ -286,10 +298,16 @@ void run_split(const Span* tensors, std::size_t count, Fn&& fn) {
     e = std::min(e, tensors[k].size);
     if (b < e) fn(k, b, e);
   };
+  // Every thread sets the environment itself: pool threads keep whatever they were created
+  // with, and the caller's FTZ/DAZ would otherwise apply to its chunk only.
 #if defined(_OPENMP)
 #pragma omp parallel num_threads(threads)
-  split.for_slice(omp_get_thread_num(), omp_get_num_threads(), clipped);
+  {
+    const detail::IeeeEnvironment ieee;
+    split.for_slice(omp_get_thread_num(), omp_get_num_threads(), clipped);
+  }
 #else
+  const detail::IeeeEnvironment ieee;
   split.for_slice(0, 1, clipped);
 #endif
 }
@@ -327,6 +345,8 @@ template <class P>
 void step_impl(const Options& options, const TensorSpan<P, detail::StateT<P>>* tensors,
                std::size_t count) {
   using T = detail::StateT<P>;
+  // The coefficients too: under DAZ/FTZ a subnormal lr or 1 - alpha^t would round to 0.
+  const detail::IeeeEnvironment ieee;
   validate(options);
   for (std::size_t k = 0; k < count; ++k) {
     const auto& t = tensors[k];
@@ -518,5 +538,26 @@ void roofline_pass(float* p, const float* g, float* v, std::size_t size) {
   const auto kernel = table_for(active_isa()).roofline;
   run_split(&whole, 1, [&](std::size_t, std::size_t b, std::size_t e) { kernel(p, g, v, b, e); });
 }
+
+// ---------------------------------------------------------------------------------------------
+// Shared with the other drivers (driver.hpp).
+
+namespace detail {
+
+KernelTable active_kernel_table() { return table_for(active_isa()); }
+Variant variant_of(const Options& options) { return variant_for(options); }
+template <class T>
+Coefficients<T> coefficients_of(const Options& options, std::int64_t step, std::uint64_t stream) {
+  return coefficients_for<T>(options, step, stream);
+}
+template Coefficients<float> coefficients_of<float>(const Options&, std::int64_t, std::uint64_t);
+template Coefficients<double> coefficients_of<double>(const Options&, std::int64_t,
+                                                      std::uint64_t);
+int threads_for_work(std::size_t elements) {
+  const int threads = threads_for(elements);
+  return threads > 1 && may_go_parallel() ? threads : 1;
+}
+
+}  // namespace detail
 
 }  // namespace rmsprop

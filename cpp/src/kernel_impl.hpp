@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <type_traits>
 
 #include "kernel.hpp"
@@ -21,7 +22,7 @@ namespace {
 template <class V, class T>
 struct Broadcast {
   V grad_sign, lr, weight_decay, lr_weight_decay, alpha, one_minus_alpha, inv_bias_correction,
-      eps, momentum, momentum_in_scale, momentum_out_scale, grad_scale;
+      eps, momentum, momentum_in_scale, momentum_out_scale, grad_scale, largest;
   explicit Broadcast(const Coefficients<T>& c)
       : grad_sign(V::broadcast(c.grad_sign)),
         lr(V::broadcast(c.lr)),
@@ -34,7 +35,8 @@ struct Broadcast {
         momentum(V::broadcast(c.momentum)),
         momentum_in_scale(V::broadcast(c.momentum_in_scale)),
         momentum_out_scale(V::broadcast(c.momentum_out_scale)),
-        grad_scale(V::broadcast(c.grad_scale)) {}
+        grad_scale(V::broadcast(c.grad_scale)),
+        largest(V::broadcast(std::numeric_limits<T>::max())) {}
 };
 
 template <class P>
@@ -42,6 +44,8 @@ constexpr bool kSixteenBit = sizeof(P) == 2;
 
 // One step on V::kLanes elements starting at index i. The operation order here IS the rounding
 // contract: Wide and Scalar run exactly this sequence, so body and tail agree bit for bit.
+// Every addition whose two operands can both be NaN is add_first_nan: the left operand as
+// written (the SPEC's formula) gives its NaN, on every ISA.
 // `noise` is null unless the result is stored with stochastic rounding. `st` reads and writes
 // the state in its storage (state_codec.hpp); the math is the same for every storage.
 template <bool kCentered, MomentumMode kMomentum, WeightDecayMode kWeightDecay, bool kEpsInSqrt,
@@ -60,18 +64,24 @@ inline void update_lanes(const Broadcast<V, T>& c, const TensorSpan<P, T>& t, co
   if constexpr (kWeightDecay == WeightDecayMode::kDecoupled) {
     p = p - c.lr_weight_decay * p;
   } else if constexpr (kWeightDecay == WeightDecayMode::kCoupled) {
-    g = g + c.weight_decay * p;
+    g = add_first_nan(g, c.weight_decay * p);
   }
   // ((1-a)*g)*g, torch's order (addcmul): g*g alone would overflow float32 from |g| ~ 1.8e19,
   // ten times earlier than the product torch forms at alpha 0.99, and 0*inf = NaN at alpha 1.
-  const V v = c.alpha * st.template load_square_avg<V>(i) + (c.one_minus_alpha * g) * g;
+  const V v =
+      add_first_nan(c.alpha * st.template load_square_avg<V>(i), (c.one_minus_alpha * g) * g);
   st.store_square_avg(v, i);
   V s = v * c.inv_bias_correction;
   if constexpr (kCentered) {
-    const V ga = c.alpha * st.template load_grad_avg<V>(i) + c.one_minus_alpha * g;
+    const V ga =
+        add_first_nan(c.alpha * st.template load_grad_avg<V>(i), c.one_minus_alpha * g);
     st.store_grad_avg(ga, i);
     const V ga_hat = ga * c.inv_bias_correction;
-    s = s - ga_hat * ga_hat;
+    // When a huge finite gradient overflows both v and ga^2, inf - inf would be NaN; ga^2
+    // saturates at the largest finite value instead, so s = inf and the step is g/inf = 0
+    // (torch leaves the param unchanged there too). Identity for every finite ga^2; a NaN
+    // ga^2 stays NaN, and a non-finite gradient still makes v NaN or inf/inf = NaN.
+    s = s - min_keep_nan(c.largest, ga_hat * ga_hat);
   }
   // v - ga^2 can round below zero for near-constant gradients; torch, optax and Keras take the
   // square root of that and return NaN. Clamping changes nothing wherever they are finite.
@@ -87,10 +97,10 @@ inline void update_lanes(const Broadcast<V, T>& c, const TensorSpan<P, T>& t, co
     p = p - c.lr * u;
   } else {
     const V scaled_u = c.momentum_in_scale * u;
-    const V m = c.momentum * st.template load_momentum<V>(i) + scaled_u;
+    const V m = add_first_nan(c.momentum * st.template load_momentum<V>(i), scaled_u);
     st.store_momentum(m, i);
     if constexpr (kMomentum == MomentumMode::kNesterov) {
-      p = p - c.momentum_out_scale * (scaled_u + c.momentum * m);
+      p = p - c.momentum_out_scale * add_first_nan(scaled_u, c.momentum * m);
     } else {
       p = p - c.momentum_out_scale * m;
     }

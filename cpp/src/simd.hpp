@@ -1,9 +1,10 @@
 // Vector types the kernel is written over: Wide<T> (the widest registers the translation unit is
 // compiled for) and Scalar<T> (one lane, for tails), with the same operations. The only file
 // that includes <immintrin.h>. Every operation is a single correctly rounded IEEE operation
-// (add, sub, mul, div, sqrt, max): no FMA, no approximate reciprocal, so Wide, Scalar and every
-// ISA produce the same bits. Must be included once per ISA translation unit, after defining
-// RMSPROP_ISA_NS; everything here has internal linkage.
+// (add, sub, mul, div, sqrt, min, max): no FMA, no approximate reciprocal, so Wide, Scalar and
+// every ISA produce the same bits, NaN payloads included (see add_first_nan). Must be included
+// once per ISA translation unit, after defining RMSPROP_ISA_NS; everything here has internal
+// linkage.
 #pragma once
 
 #include <cstddef>
@@ -32,8 +33,36 @@ inline T max_with_zero(T x) {
   return T(0) > x ? T(0) : x;
 }
 
+// min(limit, x) that keeps a NaN x, matching x86 MINPS(limit, x): the result is x unless
+// limit < x. The vector versions below are that same instruction.
+template <class T>
+inline T min_keep_nan(T limit, T x) {
+  return limit < x ? limit : x;
+}
+
 template <class V>
 struct Tag {};
+
+// a + b where, when both are NaN, the result is a's NaN (quieted). x86 returns the first source
+// operand's NaN, but addition is commutative to the compiler, which swaps the operands as
+// register allocation suits it, differently in Wide and Scalar code and per ISA: two different
+// NaNs then gave different bits. An asm statement pins the operand order; the instruction is
+// the same one the compiler would have emitted.
+#if defined(__AVX__) && defined(__GNUC__)
+#define RMSPROP_ADD_FIRST_NAN(MNEMONIC, a, b)                                       \
+  do {                                                                              \
+    __asm__("v" MNEMONIC " %2, %1, %0" : "=v"(a) : "v"(a), "v"(b));                 \
+  } while (0)
+#elif defined(__SSE2__) && defined(__GNUC__)
+#define RMSPROP_ADD_FIRST_NAN(MNEMONIC, a, b)                                       \
+  do {                                                                              \
+    __asm__(MNEMONIC " %1, %0" : "+x"(a) : "x"(b));                                 \
+  } while (0)
+#else
+// Elsewhere the hardware's NaN rules differ anyway; bit-identity of NaN payloads is an x86
+// promise.
+#define RMSPROP_ADD_FIRST_NAN(MNEMONIC, a, b) ((a) = (a) + (b))
+#endif
 
 // ---------------------------------------------------------------------------------------------
 // 16-bit conversions in software, bit for bit what F16C (VCVTPH2PS, VCVTPS2PH with round to
@@ -128,9 +157,20 @@ struct Scalar {
     }
   }
   friend Scalar max_with_zero(Scalar a) { return {max_with_zero(a.value)}; }
+  friend Scalar min_keep_nan(Scalar limit, Scalar x) {
+    return {min_keep_nan(limit.value, x.value)};
+  }
+  friend Scalar add_first_nan(Scalar a, Scalar b) {
+    if constexpr (sizeof(T) == 4) {
+      RMSPROP_ADD_FIRST_NAN("addss", a.value, b.value);
+    } else {
+      RMSPROP_ADD_FIRST_NAN("addsd", a.value, b.value);
+    }
+    return a;
+  }
 };
 
-#define RMSPROP_DEFINE_WIDE(T, REG, LANES, PFX, SFX)                                           \
+#define RMSPROP_DEFINE_WIDE(T, REG, LANES, PFX, SFX, ADD)                                      \
   template <>                                                                                 \
   struct Wide<T> {                                                                            \
     static constexpr std::size_t kLanes = LANES;                                              \
@@ -145,24 +185,31 @@ struct Scalar {
     friend Wide operator/(Wide a, Wide b) { return {PFX##_div_##SFX(a.value, b.value)}; }      \
     friend Wide sqrt(Wide a) { return {PFX##_sqrt_##SFX(a.value)}; }                           \
     friend Wide max_with_zero(Wide a) { return {PFX##_max_##SFX(PFX##_setzero_##SFX(), a.value)}; } \
+    friend Wide min_keep_nan(Wide limit, Wide x) {                                            \
+      return {PFX##_min_##SFX(limit.value, x.value)};                                         \
+    }                                                                                         \
+    friend Wide add_first_nan(Wide a, Wide b) {                                               \
+      RMSPROP_ADD_FIRST_NAN(ADD, a.value, b.value);                                           \
+      return a;                                                                               \
+    }                                                                                         \
   };
 
 #if defined(__AVX512F__)
 template <class T>
 struct Wide;
 
-RMSPROP_DEFINE_WIDE(float, __m512, 16, _mm512, ps)
-RMSPROP_DEFINE_WIDE(double, __m512d, 8, _mm512, pd)
+RMSPROP_DEFINE_WIDE(float, __m512, 16, _mm512, ps, "addps")
+RMSPROP_DEFINE_WIDE(double, __m512d, 8, _mm512, pd, "addpd")
 #elif defined(__AVX__)
 template <class T>
 struct Wide;
-RMSPROP_DEFINE_WIDE(float, __m256, 8, _mm256, ps)
-RMSPROP_DEFINE_WIDE(double, __m256d, 4, _mm256, pd)
+RMSPROP_DEFINE_WIDE(float, __m256, 8, _mm256, ps, "addps")
+RMSPROP_DEFINE_WIDE(double, __m256d, 4, _mm256, pd, "addpd")
 #elif defined(__SSE2__)
 template <class T>
 struct Wide;
-RMSPROP_DEFINE_WIDE(float, __m128, 4, _mm, ps)
-RMSPROP_DEFINE_WIDE(double, __m128d, 2, _mm, pd)
+RMSPROP_DEFINE_WIDE(float, __m128, 4, _mm, ps, "addps")
+RMSPROP_DEFINE_WIDE(double, __m128d, 2, _mm, pd, "addpd")
 #else
 // Non-x86 targets: the scalar type doubles as the wide one; the compiler may still vectorize.
 template <class T>
@@ -170,6 +217,7 @@ using Wide = Scalar<T>;
 #endif
 
 #undef RMSPROP_DEFINE_WIDE
+#undef RMSPROP_ADD_FIRST_NAN
 
 // ---------------------------------------------------------------------------------------------
 // Loading and storing lanes from parameter storage. Same-type storage is a plain load/store;

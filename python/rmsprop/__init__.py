@@ -20,7 +20,10 @@ import os
 import warnings
 from typing import Any
 
+from ._openmp import load_core
+
 try:
+    load_core()  # first, so a vendored OpenMP runtime loads under the package's wait policy
     from . import _core
 except ImportError as exc:  # pragma: no cover - only on a broken or source-tree install
     raise ImportError(
@@ -31,12 +34,14 @@ except ImportError as exc:  # pragma: no cover - only on a broken or source-tree
 
 from .functional import rmsprop_step
 from .optimizer import PRESETS, RMSprop
+from .rows import RowGrad
 
 __version__: str = _core.__version__
 
 __all__ = [
     "PRESETS",
     "RMSprop",
+    "RowGrad",
     "__version__",
     "config",
     "get_num_threads",

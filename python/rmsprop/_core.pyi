@@ -6,6 +6,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from rmsprop.rows import RowGrad
+
 __version__: str
 #: Hyper-parameter names in the order step_functional's options tuple uses.
 OPTION_NAMES: tuple[str, ...]
@@ -21,17 +23,18 @@ def set_num_threads(n: int) -> None: ...
 def parallel_grain() -> int: ...
 def step_optimizer(
     groups: list[dict[str, Any]],
-    grads: Sequence[np.ndarray | None],
+    grads: Sequence[np.ndarray | RowGrad | None],
     states: list[dict[str, Any]],
     create_state_first: bool,
     skip_if_nonfinite: bool,
+    placement: list[tuple[int, int]] | None = None,
 ) -> int:
     """0 applied, 1 a state lacks a buffer (create_state_first), 2 skipped (non-finite grad)."""
 
 def step_functional(
     options: tuple[Any, ...],
     param: np.ndarray,
-    grad: np.ndarray,
+    grad: np.ndarray | RowGrad,
     square_avg: np.ndarray,
     grad_avg: np.ndarray | None,
     momentum_buffer: np.ndarray | None,

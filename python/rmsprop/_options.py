@@ -5,14 +5,15 @@ Shared by every front-end (NumPy class, torch adapter, MPI sharder). No arrays, 
 
 from __future__ import annotations
 
+import difflib
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from . import _core
-from ._buffers import STATE_DTYPES
+from ._buffers import STATE_DTYPES, is_float_array, state_dtype
 from .functional import DEFAULT_OPTIONS
 
 
@@ -29,6 +30,8 @@ class _Unset:
     def __repr__(self) -> str:
         return "<default>"
 
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 REQUIRED: Any = _Required()
 UNSET: Any = _Unset()
@@ -98,6 +101,15 @@ def check_group_options(group: Mapping[str, Any], where: str) -> None:
         )
     if not (math.isfinite(initial) and initial >= 0.0):
         raise ValueError(f"{where}: initial_square_avg must be a finite number >= 0, got {initial}")
+    if initial > FLOAT32_MAX:
+        # square_avg would start at inf, and an inf denominator never lets the param move.
+        for k, param in enumerate(group.get("params", ())):
+            if is_float_array(param) and state_dtype(param) == np.float32:
+                raise ValueError(
+                    f"{where}: initial_square_avg = {float(initial)!r} is beyond float32's "
+                    f"range, in which the state of params[{k}] ({param.dtype}) is kept; use "
+                    f"a value <= {FLOAT32_MAX:.7g}"
+                )
     if not is_flag(group["master_weights"]):
         raise TypeError(
             f"{where}: master_weights must be True or False, got "
@@ -113,3 +125,40 @@ def check_group_options(group: Mapping[str, Any], where: str) -> None:
             f"{where}: centered=True is not supported with state_dtype='8bit' (v - grad_avg^2 "
             "cancels in 8 bits); use state_dtype='bfloat16' or 'float32'"
         )
+
+
+_KERAS = "preset='keras' fills Keras 3's defaults"
+_TF1_OPTAX = "preset='tf1' or preset='optax' fills TF1's or optax's defaults"
+_OPTAX = "preset='optax' fills optax's defaults"
+#: Other frameworks' names of our hyper-parameters: (our name, whose name, the preset to use).
+FOREIGN_NAMES: dict[str, tuple[str, str, str | None]] = {
+    "learning_rate": ("lr", "the Keras/TF/optax name", _KERAS),
+    "rho": ("alpha", "the Keras/TF2 name", _KERAS),
+    "decay": ("alpha", "the TF1/optax name", _TF1_OPTAX),
+    "beta": ("alpha", "a common paper name", None),
+    "gamma1": ("alpha", "the MXNet name", None),
+    "gamma2": ("momentum", "the MXNet name", None),
+    "epsilon": ("eps", "the Keras/TF name", _KERAS),
+    "initial_scale": ("initial_square_avg", "the optax name", _OPTAX),
+    "initial_accumulator_value": ("initial_square_avg", "the TF name", None),
+    "use_nesterov": ("nesterov", "the TF name", None),
+}
+
+
+def unknown_keywords_error(unknown: Mapping[str, Any], known: Sequence[str]) -> TypeError:
+    """The TypeError for keywords RMSprop does not take, naming ours and the matching preset."""
+    reasons = []
+    listed = ""
+    for name in unknown:
+        if name in FOREIGN_NAMES:
+            ours, whose, preset = FOREIGN_NAMES[name]
+            reason = f"RMSprop has no {name!r}; it is called {ours!r} ({name!r} is {whose})"
+            if preset is not None:
+                reason += f"; {preset}"
+        else:
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            reason = f"RMSprop got an unexpected keyword argument {name!r}{hint}"
+            listed = f" (its keywords: {', '.join(known)})"
+        reasons.append(reason)
+    return TypeError("; ".join(reasons) + listed)

@@ -8,6 +8,7 @@ import numpy as np
 
 from . import _core
 from ._buffers import STATE_DTYPES, new_state_buffer, state_layout
+from .rows import RowGrad
 
 #: Hyper-parameters of one step, in the order the C++ core takes them.
 OPTION_NAMES: tuple[str, ...] = tuple(_core.OPTION_NAMES)
@@ -34,7 +35,7 @@ DEFAULT_OPTIONS: dict[str, Any] = {
 
 def rmsprop_step(
     param: np.ndarray,
-    grad: np.ndarray,
+    grad: np.ndarray | RowGrad,
     square_avg: np.ndarray,
     *,
     momentum_buffer: np.ndarray | None = None,
@@ -70,7 +71,8 @@ def rmsprop_step(
 
     Args:
         param: the parameter, updated in place.
-        grad: its gradient (read-only arrays are fine).
+        grad: its gradient (read-only arrays are fine), or a :class:`rmsprop.RowGrad` for a
+            param of shape ``(R, ...)``: then only the rows it names are updated.
         square_avg: running average of squared gradients, updated in place.
         momentum_buffer: required when ``momentum > 0``.
         grad_avg: required when ``centered``.

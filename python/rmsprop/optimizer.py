@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import threading
+import warnings
 import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -11,24 +13,30 @@ from typing import Any
 import numpy as np
 
 from . import _core
-from ._buffers import (
-    STATE_KEYS,
-    aligned_copy,
-    aligned_full,
-    is_float_array,
-    is_sixteen_bit,
-    new_state_buffer,
-    state_layout,
+from ._buffers import STATE_KEYS, aligned_copy, is_float_array
+from ._checkpoint import copy_states, detached_params, load_into, pack_state_dict
+from ._new_state import Created, create_missing_state, take_back_unless_applied
+from ._options import (
+    GROUP_KEYS,
+    PRESETS,
+    UNSET,
+    check_group_options,
+    resolve_defaults,
+    unknown_keywords_error,
 )
-from ._checkpoint import load_into, pack_state_dict
-from ._options import PRESETS, UNSET, check_group_options, resolve_defaults
 from .functional import OPTION_NAMES
+from .rows import RowGrad
 
 __all__ = ["PRESETS", "RMSprop"]
 
 # What _core.step_optimizer reports.
 _APPLIED, _STATE_MISSING, _SKIPPED_NONFINITE = 0, 1, 2
 
+# The keywords of RMSprop(...).
+_KEYWORDS = ("params", *GROUP_KEYS, "skip_if_nonfinite", "preset")
+
+# Iterables that are never a list of gradients (a dict would iterate over its keys).
+_NOT_GRAD_LISTS = (Mapping, str, bytes, set, frozenset)
 
 # Every live optimizer, so that a child forked while another thread of the parent held an
 # optimizer's lock (inside step()) gets a fresh lock instead of one that is never released.
@@ -107,6 +115,24 @@ class RMSprop:
         (1, ['momentum_buffer', 'square_avg', 'step'])
     """
 
+    def __new__(cls, *args: Any, **kwargs: Any) -> RMSprop:
+        # Other frameworks' keyword names (learning_rate, rho...) would get Python's bare
+        # TypeError from __init__; name ours instead. Checked here so that __init__ keeps its
+        # exact signature for type checkers. A subclass's own keywords are allowed; one whose
+        # __init__ takes no **kwargs (so passes none of the caller's on) is left alone.
+        allowed: set[str] | None = set(_KEYWORDS)
+        if cls.__init__ is not RMSprop.__init__:
+            own = inspect.signature(cls.__init__).parameters.values()
+            if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in own):
+                allowed = {*_KEYWORDS, *(p.name for p in own)}
+            else:
+                allowed = None
+        if allowed is not None:
+            unknown = {key: value for key, value in kwargs.items() if key not in allowed}
+            if unknown:
+                raise unknown_keywords_error(unknown, _KEYWORDS[1:])
+        return super().__new__(cls)
+
     def __init__(
         self,
         params: Iterable[np.ndarray | Mapping[str, Any]],
@@ -159,6 +185,7 @@ class RMSprop:
         self.param_groups: list[dict[str, Any]] = []
         self.state: list[dict[str, Any]] = []
         self._lock = threading.Lock()
+        self._unpickled = False
         _LIVE_OPTIMIZERS.add(self)
         if isinstance(params, (np.ndarray, Mapping)):
             raise TypeError(
@@ -215,61 +242,20 @@ class RMSprop:
                         "bfloat16 params (put float64 params in a group with "
                         "state_dtype='float32')"
                     )
-        self.param_groups.append(group)
-        self.state.extend({} for _ in params)
-
-    def _create_missing_state(
-        self, grads: Sequence[Any], created: list[tuple[dict[str, Any], str]]
-    ) -> None:
-        """Give every param stepped now the buffers its group's options need.
-
-        Buffers appear on a param's first step, or when an option that needs one (centered,
-        momentum) is switched on later. Appends what it adds to ``created`` as it goes, so
-        that a refused step can take it back even if this fails halfway.
-        """
-        start = 0
-        for group in self.param_groups:
-            params = group["params"]
-            keys = ["square_avg", "square_avg_scale"]
-            if group["momentum"] > 0:
-                keys.append("momentum_buffer")
-            if group["centered"]:
-                keys.append("grad_avg")
-            if group["master_weights"]:
-                keys.append("master_param")
-            for offset, param in enumerate(params):
-                state = self.state[start + offset]
-                # A param that is not a float array gets nothing: the core then reports the
-                # real problem with it.
-                if grads[start + offset] is None or not is_float_array(param):
-                    continue
-                for key in ("step", *keys):
-                    if state.get(key) is not None:
-                        continue
-                    if key == "step":
-                        state[key] = 0
-                    elif key == "master_param":
-                        if not is_sixteen_bit(param.dtype):
-                            continue  # float32/float64 params are their own master copy
-                        state[key] = aligned_full(param, 0.0, np.float32)
-                        np.copyto(state[key], param.astype(np.float32))
-                    else:
-                        storage = group["state_dtype"]
-                        if key not in state_layout(param, storage):
-                            continue  # square_avg_scale exists for 8-bit state only
-                        initial = group["initial_square_avg"]
-                        state[key] = new_state_buffer(param, key, storage, initial)
-                    created.append((state, key))
-            start += len(params)
+        with self._lock:  # a step in another thread sees the group with its states, or neither
+            self.param_groups.append(group)
+            self.state.extend({} for _ in params)
 
     # ------------------------------------------------------------------ the step
 
-    def step(self, grads: Sequence[np.ndarray | None]) -> bool | None:
+    def step(self, grads: Sequence[np.ndarray | RowGrad | None]) -> bool | None:
         """Update every param in place from its gradient.
 
         Args:
             grads: one entry per param, in param-group order; ``None`` skips that param (its
-                state is untouched). Each gradient has its param's shape and dtype.
+                state is untouched). Each gradient has its param's shape and dtype, or is a
+                :class:`rmsprop.RowGrad` for a param of shape ``(R, ...)``: then only the
+                rows it names change (a lazy step, as TensorFlow's sparse RMSProp).
 
         Raises:
             TypeError, ValueError: an input is refused. Nothing (params, state, step counts) is
@@ -280,39 +266,69 @@ class RMSprop:
             skipped because a gradient held inf or NaN (then nothing changed).
 
         The optimizer is locked while stepping: concurrent calls from several threads run one
-        after the other.
+        after the other. A step is atomic with respect to asynchronous exceptions (a
+        KeyboardInterrupt from Ctrl-C): it is applied and recorded, or not applied at all.
         """
         if type(grads) is not list and not isinstance(grads, (tuple, np.ndarray)):
-            if not isinstance(grads, Iterable):
+            if isinstance(grads, _NOT_GRAD_LISTS) or not isinstance(grads, Iterable):
                 raise TypeError(
-                    "grads must be a list with one gradient per param (None skips one), got "
-                    f"{type(grads).__name__}"
+                    "grads must be a list with one gradient per param, in param-group order "
+                    f"(None skips one), got {type(grads).__name__}"
+                    + (
+                        " (build the list from it: [grads[name] for name in names])"
+                        if isinstance(grads, Mapping)
+                        else ""
+                    )
                 )
             grads = list(grads)  # any other iterable; the core refuses a lone ndarray
+        if self._unpickled:
+            self._warn_if_detached()
         groups = self.param_groups
         skip = self.skip_if_nonfinite
         with self._lock:
             result = _core.step_optimizer(groups, grads, self.state, True, skip)
             if result == _STATE_MISSING:
-                # A param is stepped for the first time (or an option now needs a new buffer).
-                # Groups are checked first: buffers are sized and filled from their options.
-                created: list[tuple[dict[str, Any], str]] = []
-                try:
-                    for k, group in enumerate(groups):
-                        check_group_options(group, f"param group {k}")
-                    self._create_missing_state(grads, created)
-                    result = _core.step_optimizer(groups, grads, self.state, False, skip)
-                except BaseException:
-                    self._remove(created)
-                    raise
-                if result == _SKIPPED_NONFINITE:
-                    self._remove(created)
+                result = self._step_creating_state(grads, skip)
         return result == _APPLIED if skip else None
 
-    @staticmethod
-    def _remove(created: list[tuple[dict[str, Any], str]]) -> None:
-        for state, key in created:
-            del state[key]
+    def _step_creating_state(self, grads: Sequence[Any], skip: bool) -> int:
+        """The step when a param needs new buffers (its first step, or momentum switched on).
+
+        Atomic with respect to exceptions, including asynchronous ones (KeyboardInterrupt from
+        a signal handler) landing anywhere in here: the core applies the update and sets the
+        step counts in one C call that runs no Python code, so whether it applied can be read
+        from the step counts afterwards. If it did not, everything created is taken back.
+        """
+        created: list[Created] = []
+        try:
+            # Groups are checked first: buffers are sized and filled from their options.
+            for k, group in enumerate(self.param_groups):
+                check_group_options(group, f"param group {k}")
+            create_missing_state(self.param_groups, self.state, grads, created)
+            result: int = _core.step_optimizer(self.param_groups, grads, self.state, False, skip)
+        finally:
+            # Twice, so that a second interrupt landing in the first clean-up still leaves it
+            # done (the clean-up is idempotent).
+            try:
+                take_back_unless_applied(created)
+            finally:
+                take_back_unless_applied(created)
+        return result
+
+    def _warn_if_detached(self) -> None:
+        """Warn once if an unpickled optimizer updates params that nobody else holds."""
+        self._unpickled = False
+        detached = detached_params(self.param_groups)
+        if detached:
+            warnings.warn(
+                f"this RMSprop was unpickled and params {detached} are held by nothing but the "
+                "optimizer: its steps update its own copies of them, not your arrays. Unpickle "
+                "your arrays and the optimizer together (one pickle of both), or build RMSprop "
+                "on your arrays and call load_state_dict() with the saved state_dict(); "
+                "optimizer.param_groups[k]['params'] holds the arrays it updates",
+                UserWarning,
+                stacklevel=3,
+            )
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -322,35 +338,48 @@ class RMSprop:
         Returns:
             ``{"state": {index: {"step": int, "square_avg": ndarray, ...}}, "param_groups":
             [{hyper-parameters..., "params": [index, ...]}]}``. Indices count params across
-            groups. The arrays are copies, so later steps do not change the snapshot.
+            groups. The arrays are copies, so later steps do not change the snapshot, and it
+            is taken under the optimizer's lock: a step running in another thread lands
+            wholly before or wholly after it.
         """
-        return pack_state_dict(self.param_groups, self.state)
+        with self._lock:
+            return pack_state_dict(self.param_groups, self.state)
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Restore a snapshot from :meth:`state_dict` (or torch's layout with NumPy arrays).
 
         Hyper-parameters come from the snapshot, as in torch. Every group, shape, dtype, step
         count and required buffer is checked before anything changes; arrays are then copied
-        into the live buffers, so views taken from ``state`` stay valid.
+        into the live buffers, so views taken from ``state`` stay valid (a live buffer that was
+        replaced by something unusable, such as None or a read-only array, is replaced by a
+        fresh one). Runs under the optimizer's lock, between steps of other threads.
 
         Raises:
             ValueError, TypeError: the snapshot does not fit this optimizer. Nothing changes.
         """
-        load_into(self.param_groups, self.state, state_dict)
+        with self._lock:
+            load_into(self.param_groups, self.state, state_dict)
 
     def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        del state["_lock"]
+        # Pickle serializes what this returns after it returns, so the state is copied here,
+        # under the lock, or a step in another thread could tear it. Params stay the caller's
+        # arrays, so that one pickle of (arrays, optimizer) restores them shared.
+        with self._lock:
+            state = self.__dict__.copy()
+            state["param_groups"] = [dict(group) for group in self.param_groups]
+            state["state"] = copy_states(self.state)
+        del state["_lock"], state["_unpickled"]
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._lock = threading.Lock()
+        self._unpickled = True
         _LIVE_OPTIMIZERS.add(self)
         # Unpickled arrays come back with NumPy's default alignment; keep ours.
         for entry in self.state:
             for key in STATE_KEYS:
-                if key in entry:
+                if isinstance(entry.get(key), np.ndarray):
                     entry[key] = aligned_copy(entry[key])
 
     def __repr__(self) -> str:

@@ -1,0 +1,66 @@
+"""Param groups of the torch adapter: torch's own keys and their checks, and the per-group
+cache the step walks (slots, the core's list of param views, flat step counters). No math.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from .._options import check_group_options
+from ._state import Slot
+
+#: torch.optim.RMSprop's own group keys, in its order; ours follow them.
+TORCH_KEYS = (
+    "lr",
+    "momentum",
+    "alpha",
+    "eps",
+    "centered",
+    "weight_decay",
+    "capturable",
+    "foreach",
+    "maximize",
+    "differentiable",
+)
+
+
+def check_torch_options(group: dict[str, Any], where: str) -> None:
+    """The torch-only keys: what a CPU step over the core cannot honour is refused."""
+    if group.get("capturable"):
+        raise ValueError(
+            f"{where}: capturable=True is for CUDA graph capture; rmsprop.torch.RMSprop steps "
+            "CPU tensors and cannot be captured. Pass capturable=False"
+        )
+    if group.get("differentiable"):
+        raise ValueError(
+            f"{where}: differentiable=True needs autograd through the step; the fused core "
+            "updates memory outside autograd. Use torch.optim.RMSprop for that"
+        )
+    check_group_options(group, where)
+
+
+class Group:
+    """A param group's slots, the core's view list and its flat step counters."""
+
+    __slots__ = ("params", "slots", "steps", "views")
+
+    def __init__(self, params: list[torch.Tensor], slots: list[Slot], steps: np.ndarray) -> None:
+        self.params = params
+        self.slots = slots
+        self.steps = steps
+        self.views = [slot.view for slot in slots]
+
+
+def buffer_keys(group: dict[str, Any]) -> list[str]:
+    """The state buffers a group's options need (the core refuses a step that lacks one)."""
+    keys = ["square_avg"]
+    if group["momentum"] > 0:
+        keys.append("momentum_buffer")
+    if group["centered"]:
+        keys.append("grad_avg")
+    if group["master_weights"]:
+        keys.append("master_param")
+    return keys

@@ -1,0 +1,150 @@
+"""Shared helpers of the MPI checks in worker.py: deterministic data, the single-process
+reference of SPEC §7 (the rank-order sum in NumPy), bit-for-bit comparisons.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import ml_dtypes
+import numpy as np
+from mpi4py import MPI
+
+import rmsprop
+from rmsprop.distributed import ShardedRMSprop, packed_copies
+
+COMM = MPI.COMM_WORLD
+RANK, N = COMM.Get_rank(), COMM.Get_size()
+BF16 = np.dtype(ml_dtypes.bfloat16)
+F16, F32, F64 = np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64)
+CHECKS = 0
+
+# Odd sizes straddling the 64-element cut unit and SIMD widths, an empty tensor, one element.
+SHAPES = [(7, 13), (1000,), (0,), (3,), (64, 65), (1,), (129,)]
+
+
+def passed() -> None:
+    global CHECKS
+    CHECKS += 1
+
+
+def values(seed: int, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    data = np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+    return data.astype(dtype)
+
+
+def rank_grads(step: int, rank: int, shapes: list[Any], dtypes: list[np.dtype]) -> list[Any]:
+    return [
+        values(10_000 * step + 100 * rank + k, s, d) for k, (s, d) in enumerate(zip(shapes, dtypes))
+    ]
+
+
+def reduced(per_rank: list[list[Any]], mode: str, ranks: int) -> list[Any]:
+    """SPEC §7: ((g_0 + g_1) + g_2) + ... in the state precision, / N once, back to the dtype."""
+    out = []
+    for k in range(len(per_rank[0])):
+        if mode == "none" or per_rank[0][k] is None:
+            out.append(per_rank[0][k])
+            continue
+        dtype = per_rank[0][k].dtype
+        wide = F64 if dtype == F64 else F32
+        acc = per_rank[0][k].astype(wide)
+        for r in range(1, ranks):
+            acc = acc + per_rank[r][k].astype(wide)
+        if mode == "mean" and ranks > 1:
+            acc = acc / wide.type(ranks)
+        with np.errstate(over="ignore"):
+            out.append(acc.astype(dtype))
+    return out
+
+
+def same_bits(a: np.ndarray, b: np.ndarray) -> bool:
+    return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
+
+
+def assert_same_state(sd: dict[str, Any] | None, ref: dict[str, Any], what: str) -> None:
+    if sd is None:
+        return
+    assert sd["param_groups"] == ref["param_groups"], what
+    assert sorted(sd["state"]) == sorted(ref["state"]), (
+        what,
+        sorted(sd["state"]),
+        sorted(ref["state"]),
+    )
+    for k, entry in ref["state"].items():
+        assert sorted(sd["state"][k]) == sorted(entry), (what, k)
+        for key, value in entry.items():
+            mine = sd["state"][k][key]
+            ok = same_bits(mine, value) if isinstance(value, np.ndarray) else mine == value
+            assert ok, (what, k, key)
+    passed()
+
+
+def build(
+    shapes: list[Any],
+    dtypes: list[np.dtype],
+    options: dict[str, Any],
+    groups: bool,
+    comm: MPI.Comm,
+    reduction: str = "mean",
+    packed: bool = False,
+) -> tuple[ShardedRMSprop, rmsprop.RMSprop, list[np.ndarray], list[np.ndarray]]:
+    init = [values(7 + k, s, d) for k, (s, d) in enumerate(zip(shapes, dtypes))]
+    mine = packed_copies(init) if packed else [a.copy() for a in init]
+    ref = [a.copy() for a in init]
+
+    def grouped(ps: list[np.ndarray]) -> list[Any]:
+        if not groups:
+            return ps
+        half = len(ps) // 2
+        return [{"params": ps[:half], "lr": 0.03}, {"params": ps[half:], "momentum": 0.5}]
+
+    opt = ShardedRMSprop(grouped(mine), comm, grad_reduction=reduction, **options)
+    ropt = rmsprop.RMSprop(grouped(ref), **options)
+    return opt, ropt, mine, ref
+
+
+def run_steps(
+    opt: ShardedRMSprop,
+    ropt: rmsprop.RMSprop,
+    mine: list[np.ndarray],
+    ref: list[np.ndarray],
+    shapes: list[Any],
+    dtypes: list[np.dtype],
+    first: int,
+    count: int,
+    comm: MPI.Comm,
+    reduction: str = "mean",
+) -> None:
+    ranks, rank = comm.Get_size(), comm.Get_rank()
+    for step in range(first, first + count):
+        per_rank = [rank_grads(step, r, shapes, dtypes) for r in range(ranks)]
+        if reduction == "none":
+            per_rank = [per_rank[0]] * ranks
+        if step % 3 == 2:  # a param skipped on every rank
+            for grads in per_rank:
+                grads[min(1, len(grads) - 1)] = None
+        result = opt.step(per_rank[rank])
+        expected = ropt.step(reduced(per_rank, reduction, ranks))
+        assert result == expected, (result, expected)
+        for k, (a, b) in enumerate(zip(mine, ref)):
+            assert same_bits(a, b), f"rank {rank} step {step} param {k} differs"
+        passed()
+
+
+def expect_refusal(
+    action: Callable[[], Any], culprit: int, kind: type[Exception], fragment: str
+) -> None:
+    """Every rank raises: the culprit its own `kind` error, the others a ValueError naming it."""
+    try:
+        action()
+    except (TypeError, ValueError) as exc:
+        if culprit in (RANK, -1):
+            assert type(exc) is kind, (type(exc), exc)
+            assert fragment in str(exc), str(exc)
+        else:
+            assert type(exc) is ValueError and f"rank {culprit}" in str(exc), str(exc)
+        passed()
+        return
+    raise AssertionError(f"rank {RANK}: no exception (culprit {culprit}, {fragment})")
