@@ -319,8 +319,7 @@ def test_state_dict_and_pickle_resume_bit_identically(state_dtype: str) -> None:
     copies = [p.copy() for p in params]
     fresh = RMSprop(copies, state_dtype=state_dtype)
     fresh.load_state_dict(sd)
-    unpickled = pickle.loads(pickle.dumps(opt))
-    pickled_params = unpickled.param_groups[0]["params"]
+    pickled_params, unpickled = pickle.loads(pickle.dumps((params, opt)))
     for k in range(3):
         grads = _grads(k, params)
         opt.step(grads)

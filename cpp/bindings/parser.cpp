@@ -36,6 +36,14 @@ void Parser::add_tensor(Group& out, long long index, py::handle param_obj, py::h
     throw py::value_error("centered=True is not supported with state_dtype='8bit' (v - "
                           "grad_avg^2 cancels in 8 bits); use state_dtype='bfloat16'");
   }
+  if (group_state != StateDtype::kFloat && is_row_grad(grad_obj)) {
+    throw py::value_error(namer(Role::kGrad, index) + " is a RowGrad, but sparse row updates "
+                          "support only state_dtype='float32'; use a dense gradient or "
+                          "state_dtype='float32' for this param's group");
+  }
+  if (compact && placement) {
+    throw py::value_error("a placement (shard piece) supports only state_dtype='float32'");
+  }
   const auto checked = [&](py::handle obj, Role role) {
     const Origin origin{role, index};
     if (!obj || obj.is_none()) {
