@@ -8,6 +8,7 @@ import time
 
 import numpy as np
 
+import rmsprop
 from rmsprop import RMSprop
 
 STEPS = 30
@@ -85,9 +86,11 @@ def test_one_optimizer_stepped_from_two_threads_is_serialized() -> None:
 
 
 def test_gil_is_released_while_stepping() -> None:
-    """A Python thread runs *during* a step's kernel. With a long switch interval the
-    interpreter does not hand the GIL over on its own, so the counter can only advance inside
-    the call if the core released the GIL; held, it would (almost) never advance."""
+    """A Python thread runs *during* a step's kernel. A C call that holds the GIL never hands
+    it over (the switch interval is only checked between bytecodes), so the counter can only
+    advance inside the call if the core released the GIL: held, it advances in no call at
+    all. The kernel runs on one thread so that, on a loaded 2-core host, the counter has a
+    core to run on; one advance in ten calls proves the release."""
     p = np.zeros(8_000_000, np.float32)
     g = np.ones_like(p)
     opt = RMSprop([p])
@@ -105,8 +108,10 @@ def test_gil_is_released_while_stepping() -> None:
     t = threading.Thread(target=counter)
     t.start()
     advanced = 0
+    threads_before = rmsprop.get_num_threads()
+    rmsprop.set_num_threads(1)
     try:
-        for _ in range(5):
+        for _ in range(10):
             time.sleep(0.01)  # let the counter run, then take the GIL back
             before = ticks
             opt.step([g])
@@ -115,4 +120,5 @@ def test_gil_is_released_while_stepping() -> None:
         done.set()
         t.join()
         sys.setswitchinterval(old_interval)
-    assert advanced >= 4
+        rmsprop.set_num_threads(threads_before)
+    assert advanced >= 1

@@ -209,10 +209,17 @@ int step_optimizer(py::list groups_list, py::handle grads_obj, py::list states_l
       if (grads[index].is_none()) continue;
       const py::object& state = states[index];
       if (!PyDict_Check(state.ptr())) throw py::type_error("internal: a state is not a dict");
+      // Buffers the options do not use are not looked up (nor checked).
+      const auto buffer = [&](bool needed, PyObject* name) {
+        return needed ? dict_item(state, name) : py::object();
+      };
       TensorRefs t{static_cast<long long>(index), params[k], grads[index], state,
-                   dict_item(state, key.square_avg), dict_item(state, key.grad_avg),
-                   dict_item(state, key.momentum_buffer), dict_item(state, key.master_param),
-                   dict_item(state, key.square_avg_scale), 0, std::nullopt};
+                   dict_item(state, key.square_avg),
+                   buffer(out.options.centered, key.grad_avg),
+                   buffer(out.options.momentum > 0.0, key.momentum_buffer),
+                   buffer(out.want_master, key.master_param),
+                   buffer(out.state_dtype == StateDtype::kEightBit, key.square_avg_scale), 0,
+                   std::nullopt};
       if (!placements.empty()) t.placement = placement_of(placements[index]);
       const py::object step_obj = dict_item(state, key.step);
       if (step_obj) {

@@ -39,7 +39,7 @@ def check_torch_options(group: dict[str, Any], where: str) -> None:
             f"{where}: differentiable=True needs autograd through the step; the fused core "
             "updates memory outside autograd. Use torch.optim.RMSprop for that"
         )
-    check_group_options(group, where)
+    check_group_options(core_options(group), where)
     storage = group.get("state_dtype", "float32")
     if storage != "float32":
         raise ValueError(
@@ -47,6 +47,16 @@ def check_torch_options(group: dict[str, Any], where: str) -> None:
             "state is torch float tensors in torch's layout (checkpoints, state[param]); use "
             "state_dtype='float32' here, or rmsprop.RMSprop for bfloat16/8-bit state"
         )
+
+
+def core_options(group: dict[str, Any]) -> dict[str, Any]:
+    """The group as the core takes it: torch allows 0-d tensors as hyper-parameters (a tensor
+    lr), the core takes real numbers only, so those are read out with .item()."""
+    out = dict(group)
+    for key, value in group.items():
+        if isinstance(value, torch.Tensor) and key != "params":
+            out[key] = value.item()
+    return out
 
 
 class Group:

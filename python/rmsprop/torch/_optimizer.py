@@ -20,8 +20,9 @@ from torch.optim.optimizer import (
 
 from .. import _core
 from .._options import UNSET, resolve_defaults
+from ..rows import RowGrad
 from ._checkpoint import load_state_dict
-from ._groups import TORCH_KEYS, Group, buffer_keys, check_torch_options
+from ._groups import TORCH_KEYS, Group, buffer_keys, check_torch_options, core_options
 from ._state import Slot, checked_entry
 from ._tensors import describe, grad_view, param_view, renamed
 
@@ -235,7 +236,7 @@ class RMSprop(Optimizer):
         groups = self.param_groups
         state = self.state
         names = self._names
-        grads: list[np.ndarray | None] = []
+        grads: list[np.ndarray | RowGrad | None] = []
         core_groups = []
         stepped: list[torch.Tensor] = []
         index = 0
@@ -255,18 +256,19 @@ class RMSprop(Optimizer):
                 ):
                     self._adopt(slot, published, group, index + k)
                     counts[k] = float(slot.steps)
+                array: np.ndarray | RowGrad
                 try:
                     array = grad.numpy()
                 except (TypeError, RuntimeError):
                     array = grad_view(param, grad, describe(index + k, names))
-                if not grad.is_contiguous():
+                if isinstance(array, np.ndarray) and not grad.is_contiguous():
                     # A copy of an input only (params and state are never copied): torch
                     # accepts gradients in any layout.
                     array = np.ascontiguousarray(array)
                 grads.append(array)
                 slot.core["step"] = int(counts[k])
                 stepped.append(param)
-            core_group = dict(group)
+            core_group = core_options(group)
             core_group["params"] = cache.views
             core_groups.append(core_group)
             index += len(cache.slots)

@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..rows import RowGrad
+
 #: The param dtypes the core steps (their state is float32, or float64 for float64 params).
 SUPPORTED_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
@@ -87,19 +89,44 @@ def param_view(param: torch.Tensor, where: str) -> np.ndarray:
     return array_of(param)
 
 
-def grad_view(param: torch.Tensor, grad: Any, where: str) -> np.ndarray:
+def row_grad_of(param: torch.Tensor, grad: torch.Tensor, where: str) -> RowGrad:
+    """A row-sparse COO gradient (``nn.Embedding(sparse=True)``) as the core's RowGrad.
+
+    Not coalesced: repeated rows are summed by the core in order of appearance. The index
+    and value arrays are views of the gradient's own tensors (RowGrad checks the rest).
+    """
+    if grad.sparse_dim() != 1 or grad.dim() != param.dim():
+        raise ValueError(
+            f"the gradient of {where} is sparse in {grad.sparse_dim()} dimensions; only "
+            "row-sparse gradients (sparse in the first dimension, as nn.Embedding(sparse=True) "
+            "makes) are applied lazily. Pass grad.to_dense() for this one"
+        )
+    if grad.dtype != param.dtype:
+        raise TypeError(
+            f"the gradient of {where} has dtype {grad.dtype} but the param has {param.dtype}; "
+            "they must match"
+        )
+    values = grad._values().detach()
+    if not values.is_contiguous():
+        values = values.contiguous()  # a copy of an input only, as for dense gradients
+    return RowGrad(grad._indices()[0].numpy(), array_of(values))
+
+
+def grad_view(param: torch.Tensor, grad: Any, where: str) -> np.ndarray | RowGrad:
     """The slow path of a gradient's view: everything ``grad.numpy()`` refused, or refuse it.
 
-    Reached only for bfloat16 grads, grads that require grad (``create_graph=True``), and
-    invalid ones, so that the common case stays one ``grad.numpy()`` call.
+    Reached only for bfloat16 grads, grads that require grad (``create_graph=True``), sparse
+    and invalid ones, so that the common case stays one ``grad.numpy()`` call.
     """
     if not isinstance(grad, torch.Tensor):
         raise TypeError(f"the gradient of {where} is a {type(grad).__name__}, not a tensor")
+    if grad.device.type == "cpu" and grad.layout == torch.sparse_coo:
+        return row_grad_of(param, grad, where)
     if grad.is_sparse or grad.layout != torch.strided:
         raise ValueError(
-            f"the gradient of {where} is sparse ({grad.layout}); rmsprop.torch.RMSprop needs "
-            "dense gradients for now (torch.optim.RMSprop refuses them too). Use "
-            "nn.Embedding(sparse=False) or pass grad.to_dense()"
+            f"the gradient of {where} is sparse ({grad.layout}); rmsprop.torch.RMSprop applies "
+            "row-sparse torch.sparse_coo gradients lazily and needs dense gradients otherwise. "
+            "Pass grad.to_dense()"
         )
     if grad.device.type != "cpu":
         raise ValueError(f"the gradient of {where} is on device {grad.device}, not the CPU")
