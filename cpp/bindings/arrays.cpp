@@ -16,6 +16,8 @@ const char* state_key(Role role) {
       return "momentum_buffer";
     case Role::kMasterParam:
       return "master_param";
+    case Role::kSquareAvgScale:
+      return "square_avg_scale";
     default:
       return "";
   }

@@ -12,7 +12,15 @@ namespace bindings {
 
 namespace py = pybind11;
 
-enum class Role { kParam, kGrad, kSquareAvg, kGradAvg, kMomentumBuffer, kMasterParam };
+enum class Role {
+  kParam,
+  kGrad,
+  kSquareAvg,
+  kGradAvg,
+  kMomentumBuffer,
+  kMasterParam,
+  kSquareAvgScale
+};
 
 const char* state_key(Role role);
 

@@ -8,6 +8,7 @@
 #include <string>
 #include <type_traits>
 
+#include "compact_state.hpp"
 #include "scalars.hpp"
 
 namespace rmsprop {
@@ -21,13 +22,28 @@ void Parser::add_interval(const py::array& a, const Origin& origin) {
 }
 
 void Parser::add_tensor(Group& out, long long index, py::handle param_obj, py::handle grad_obj,
-                        py::handle square_avg_obj, py::handle grad_avg_obj,
-                        py::handle momentum_buffer_obj, py::handle master_param_obj,
-                        bool want_master, long long step) {
+                        py::handle square_avg_obj, py::handle square_avg_scale_obj,
+                        py::handle grad_avg_obj, py::handle momentum_buffer_obj,
+                        py::handle master_param_obj, bool want_master, StateDtype group_state,
+                        long long step) {
   const Origin param_origin{Role::kParam, index};
   py::array param = checked_array(param_obj, param_origin, namer, nullptr);
   add_interval(param, param_origin);
   keep_alive.push_back(param);
+  const StateDtype state = tensor_state_dtype(group_state, param, namer, index);
+  const bool compact = state != StateDtype::kFloat;
+  if (state == StateDtype::kEightBit && out.options.centered) {
+    throw py::value_error("centered=True is not supported with state_dtype='8bit' (v - "
+                          "grad_avg^2 cancels in 8 bits); use state_dtype='bfloat16'");
+  }
+  if (group_state != StateDtype::kFloat && is_row_grad(grad_obj)) {
+    throw py::value_error(namer(Role::kGrad, index) + " is a RowGrad, but sparse row updates "
+                          "support only state_dtype='float32'; use a dense gradient or "
+                          "state_dtype='float32' for this param's group");
+  }
+  if (compact && placement) {
+    throw py::value_error("a placement (shard piece) supports only state_dtype='float32'");
+  }
   const auto checked = [&](py::handle obj, Role role) {
     const Origin origin{role, index};
     if (!obj || obj.is_none()) {
@@ -37,7 +53,18 @@ void Parser::add_tensor(Group& out, long long index, py::handle param_obj, py::h
                             " (centered=True needs grad_avg, momentum > 0 needs "
                             "momentum_buffer)");
     }
-    py::array a = checked_array(obj, origin, namer, &param);
+    const bool quantized = compact && role != Role::kMasterParam && role != Role::kGrad;
+    const CompactArray kind = role == Role::kSquareAvgScale ? CompactArray::kScales
+                              : role == Role::kSquareAvg && state == StateDtype::kEightBit
+                                  ? CompactArray::kCodes
+                                  : CompactArray::kBfloat16;
+    if (!quantized && role != Role::kGrad && holds_compact_state(obj)) {
+      throw py::type_error(namer(role, index) + " holds bfloat16/8-bit state but this param's "
+                           "state is float (state_dtype='float32', or a tensor below 4096 "
+                           "elements); keep a group's state_dtype fixed after its first step");
+    }
+    py::array a = quantized ? checked_compact_array(obj, origin, namer, param, kind)
+                            : checked_array(obj, origin, namer, &param);
     add_interval(a, origin);
     keep_alive.push_back(a);
     return a;
@@ -77,6 +104,10 @@ void Parser::add_tensor(Group& out, long long index, py::handle param_obj, py::h
   std::optional<py::array> grad_avg;
   std::optional<py::array> momentum_buffer;
   std::optional<py::array> master_param;
+  std::optional<py::array> scales;
+  if (state == StateDtype::kEightBit) {
+    scales = checked(square_avg_scale_obj, Role::kSquareAvgScale);
+  }
   if (need_grad_avg) grad_avg = checked(grad_avg_obj, Role::kGradAvg);
   if (need_momentum) momentum_buffer = checked(momentum_buffer_obj, Role::kMomentumBuffer);
   if (need_master) master_param = checked(master_param_obj, Role::kMasterParam);
@@ -104,6 +135,11 @@ void Parser::add_tensor(Group& out, long long index, py::handle param_obj, py::h
     span.step = step;
     span.rounding_stream = placement ? placement->first : static_cast<std::uint64_t>(index);
     span.index_offset = placement ? placement->second : 0;
+    if constexpr (std::is_same_v<S, float>) {
+      if (compact) {
+        point_at_compact_state(span, state, square_avg, scales, grad_avg, momentum_buffer);
+      }
+    }
     spans.push_back(span);
   };
   switch (storage) {

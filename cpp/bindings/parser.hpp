@@ -61,10 +61,12 @@ struct Parser {
   void add_interval(const py::array& a, const Origin& origin);
   // Checks one param with its gradient and state and appends it to `out`. `grad_avg` and
   // `momentum_buffer` are looked at only when the options need them; null means absent.
-  // master_param_obj is used when want_master is true and the param is 16-bit.
+  // master_param_obj is used when want_master is true and the param is 16-bit; the
+  // square_avg_scale only when the tensor's state is 8-bit (group_state and its size decide).
   void add_tensor(Group& out, long long index, py::handle param_obj, py::handle grad_obj,
-                  py::handle square_avg_obj, py::handle grad_avg_obj,
-                  py::handle momentum_buffer_obj, py::handle master_param_obj, bool want_master,
+                  py::handle square_avg_obj, py::handle square_avg_scale_obj,
+                  py::handle grad_avg_obj, py::handle momentum_buffer_obj,
+                  py::handle master_param_obj, bool want_master, StateDtype group_state,
                   long long step);
   // Writing through one buffer while reading or writing another that shares its bytes would
   // break the kernel's no-aliasing assumption and silently corrupt results.

@@ -54,6 +54,8 @@ struct Keys {
   PyObject* momentum_buffer = interned("momentum_buffer");
   PyObject* master_param = interned("master_param");
   PyObject* master_weights = interned("master_weights");
+  PyObject* state_dtype = interned("state_dtype");
+  PyObject* square_avg_scale = interned("square_avg_scale");
   Keys() {
     for (std::size_t i = 0; i < kOptionCount; ++i) options[i] = interned(kOptionNames[i]);
   }

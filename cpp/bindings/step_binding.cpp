@@ -15,6 +15,7 @@
 #include <vector>
 #include "arrays.hpp"
 #include "bindings.hpp"
+#include "compact_state.hpp"
 #include "parser.hpp"
 #include "rmsprop/rmsprop.hpp"
 #include "scalars.hpp"
@@ -82,6 +83,7 @@ enum class StepResult : int { kApplied = 0, kStateMissing = 1, kSkippedNonfinite
 struct TensorRefs {
   long long index;
   py::object param, grad, state, square_avg, grad_avg, momentum_buffer, master_param;
+  py::object square_avg_scale;
   long long step;
   std::optional<std::pair<std::uint64_t, std::uint64_t>> placement;
 };
@@ -89,6 +91,7 @@ struct TensorRefs {
 struct GroupRefs {
   Options options;
   bool want_master;
+  StateDtype state_dtype;
   std::vector<TensorRefs> tensors;
 };
 
@@ -195,6 +198,8 @@ int step_optimizer(py::list groups_list, py::handle grads_obj, py::list states_l
     const py::object master_flag = dict_item(group, key.master_weights);
     out.want_master =
         master_flag && in_group(g, [&] { return as_bool(master_flag, "master_weights"); });
+    const py::object state_dtype_obj = dict_item(group, key.state_dtype);
+    out.state_dtype = in_group(g, [&] { return state_dtype_from(state_dtype_obj, ""); });
     if (offset + params.size() > total) {
       throw py::value_error("the param groups hold more params than there are gradients");
     }
@@ -212,7 +217,9 @@ int step_optimizer(py::list groups_list, py::handle grads_obj, py::list states_l
                    dict_item(state, key.square_avg),
                    buffer(out.options.centered, key.grad_avg),
                    buffer(out.options.momentum > 0.0, key.momentum_buffer),
-                   buffer(out.want_master, key.master_param), 0};
+                   buffer(out.want_master, key.master_param),
+                   buffer(out.state_dtype == StateDtype::kEightBit, key.square_avg_scale), 0,
+                   std::nullopt};
       if (!placements.empty()) t.placement = placement_of(placements[index]);
       const py::object step_obj = dict_item(state, key.step);
       if (step_obj) {
@@ -234,9 +241,9 @@ int step_optimizer(py::list groups_list, py::handle grads_obj, py::list states_l
       try {
         parser.group = static_cast<long long>(g);
         parser.placement = t.placement;
-        parser.add_tensor(parsed[g], t.index, t.param, t.grad, t.square_avg, t.grad_avg,
-                          t.momentum_buffer, t.master_param, collected[g].want_master,
-                          t.step + 1);
+        parser.add_tensor(parsed[g], t.index, t.param, t.grad, t.square_avg,
+                          t.square_avg_scale, t.grad_avg, t.momentum_buffer, t.master_param,
+                          collected[g].want_master, collected[g].state_dtype, t.step + 1);
       } catch (const MissingState&) {
         return static_cast<int>(StepResult::kStateMissing);
       }
@@ -259,14 +266,15 @@ int step_optimizer(py::list groups_list, py::handle grads_obj, py::list states_l
 
 void step_functional(py::tuple options, py::handle param, py::handle grad, py::handle square_avg,
                      py::handle grad_avg, py::handle momentum_buffer, py::handle master_param,
-                     py::handle step_obj) {
+                     py::handle step_obj, py::handle square_avg_scale, py::handle state_dtype) {
   Parser parser{Namer{true}, true, {}, {}, -1};
   std::vector<Group> parsed(1);
   parsed[0].options = options_from(options);
   validate(parsed[0].options);
   const long long step = as_step(step_obj, [] { return std::string("step"); });
-  parser.add_tensor(parsed[0], 0, param, grad, square_avg, grad_avg, momentum_buffer,
-                    master_param, !master_param.is_none(), step);
+  const StateDtype group_state = state_dtype_from(state_dtype, "");
+  parser.add_tensor(parsed[0], 0, param, grad, square_avg, square_avg_scale, grad_avg,
+                    momentum_buffer, master_param, !master_param.is_none(), group_state, step);
   parser.check_overlaps();
   run_groups(parsed);
 }
@@ -303,6 +311,7 @@ void bind_step(py::module_& m) {
   m.def("step_functional", &step_functional, py::arg("options"), py::arg("param"),
         py::arg("grad"), py::arg("square_avg"), py::arg("grad_avg"),
         py::arg("momentum_buffer"), py::arg("master_param"), py::arg("step"),
+        py::arg("square_avg_scale") = py::none(), py::arg("state_dtype") = py::none(),
         "One validated fused step on one array (rmsprop.functional.rmsprop_step).");
   m.def("validate_options", &validate_options, py::arg("options"),
         "Raise ValueError/TypeError if a param group's (or an OPTION_NAMES-ordered tuple's)\n"

@@ -132,24 +132,38 @@ Variant variant_for(const Options& o) {
 // borders inside each tensor, so no two threads write the same line.
 // kLine counts parameter elements; for 16-bit params their float state then spans two whole
 // lines, so borders stay line-aligned in every buffer.
+// Compact state changes the unit (granule): bfloat16 state of float params needs 32 elements
+// for a whole line, and 8-bit state whole blocks of 256, whose scale one thread must own.
+template <class Span>
+std::size_t split_granule(const Span* tensors, std::size_t count) {
+  constexpr std::size_t kLine =
+      kCacheLineBytes / sizeof(std::remove_pointer_t<decltype(Span::param)>);
+  std::size_t granule = kLine;
+  for (std::size_t k = 0; k < count; ++k) {
+    if (tensors[k].state_dtype == StateDtype::kEightBit) return kEightBitBlock;
+    if (tensors[k].state_dtype == StateDtype::kBfloat16) granule = std::max<std::size_t>(kLine, 32);
+  }
+  return granule;
+}
+
 template <class Span>
 struct WorkSplit {
-  static constexpr std::size_t kLine =
-      kCacheLineBytes / sizeof(std::remove_pointer_t<decltype(Span::param)>);
+  const std::size_t granule;         // elements per unit of work (whole cache lines)
   std::vector<std::size_t> offsets;  // padded start of each tensor; offsets.back() is the total
 
-  WorkSplit(const Span* tensors, std::size_t count) : offsets(count + 1, 0) {
+  WorkSplit(const Span* tensors, std::size_t count)
+      : granule(split_granule(tensors, count)), offsets(count + 1, 0) {
     for (std::size_t k = 0; k < count; ++k) {
-      offsets[k + 1] = offsets[k] + (tensors[k].size + kLine - 1) / kLine * kLine;
+      offsets[k + 1] = offsets[k] + (tensors[k].size + granule - 1) / granule * granule;
     }
   }
   std::size_t total() const { return offsets.back(); }
 
   template <class Fn>
   void for_slice(int slice, int slices, Fn&& fn) const {
-    const std::size_t lines = total() / kLine;
-    const std::size_t begin = lines * slice / slices * kLine;
-    const std::size_t end = lines * (slice + 1) / slices * kLine;
+    const std::size_t lines = total() / granule;
+    const std::size_t begin = lines * slice / slices * granule;
+    const std::size_t end = lines * (slice + 1) / slices * granule;
     auto k = static_cast<std::size_t>(
         std::upper_bound(offsets.begin(), offsets.end(), begin) - offsets.begin() - 1);
     for (; k + 1 < offsets.size() && offsets[k] < end; ++k) {
@@ -197,6 +211,35 @@ void run_split(const Span* tensors, std::size_t count, Fn&& fn) {
 #endif
 }
 
+// The buffers a tensor with compact state needs (SPEC §8); float64 params keep float64 state.
+template <class Span, class Name>
+void check_compact(const Options& options, const Span& t, const Name& tensor) {
+  using State = std::remove_pointer_t<decltype(Span::square_avg)>;
+  require(std::is_same_v<State, float>, [&] {
+    return tensor() + ": state_dtype bfloat16/8bit needs float32, float16 or bfloat16 params; "
+                      "float64 params keep float64 state";
+  });
+  const CompactState& c = t.compact;
+  const bool eight_bit = t.state_dtype == StateDtype::kEightBit;
+  require(t.state_dtype == StateDtype::kBfloat16 || eight_bit,
+          [&] { return tensor() + ": unknown state_dtype"; });
+  require(t.param && t.grad, [&] { return tensor() + ": param and grad are required"; });
+  require(eight_bit ? (c.square_avg_codes && c.square_avg_scales) : c.square_avg != nullptr,
+          [&] { return tensor() + ": the compact square_avg buffer is missing"; });
+  require(!(eight_bit && options.centered), [&] {
+    return tensor() + ": centered=True is not supported with 8-bit state (v - grad_avg^2 "
+                      "would cancel in 8 bits); use state_dtype bfloat16";
+  });
+  require(!eight_bit || t.index_offset % kEightBitBlock == 0, [&] {
+    return tensor() + ": 8-bit state must start on a block border (index_offset a multiple "
+                      "of 256)";
+  });
+  require(!options.centered || c.grad_avg,
+          [&] { return tensor() + ": centered=True needs a grad_avg buffer"; });
+  require(options.momentum == 0.0 || c.momentum_buffer,
+          [&] { return tensor() + ": momentum > 0 needs a momentum_buffer"; });
+}
+
 template <class P>
 void step_impl(const Options& options, const TensorSpan<P, detail::StateT<P>>* tensors,
                std::size_t count) {
@@ -208,6 +251,10 @@ void step_impl(const Options& options, const TensorSpan<P, detail::StateT<P>>* t
     const auto& t = tensors[k];
     if (t.size == 0) continue;
     const auto tensor = [k] { return "tensor " + std::to_string(k); };
+    if (t.state_dtype != StateDtype::kFloat) {
+      check_compact(options, t, tensor);
+      continue;
+    }
     require(t.param && t.grad && t.square_avg,
             [&] { return tensor() + ": param, grad and square_avg are required"; });
     require(!options.centered || t.grad_avg,
@@ -218,8 +265,11 @@ void step_impl(const Options& options, const TensorSpan<P, detail::StateT<P>>* t
   const Variant variant = variant_for(options);
   // Coefficients differ between tensors only through the step count (bias correction) and the
   // tensor's stochastic-rounding stream.
+  // Compact state is rounded stochastically, keyed on the tensor's stream and step.
   const bool per_tensor =
-      options.bias_correction || (options.stochastic_rounding && std::is_same_v<P, bfloat16>);
+      options.bias_correction || (options.stochastic_rounding && std::is_same_v<P, bfloat16>) ||
+      std::any_of(tensors, tensors + count,
+                  [](const auto& t) { return t.state_dtype != StateDtype::kFloat; });
   std::vector<Coefficients<T>> coefficients;
   coefficients.reserve(per_tensor ? count : 1);
   if (per_tensor) {

@@ -12,6 +12,7 @@
 
 #include "kernel.hpp"
 #include "simd.hpp"
+#include "state_codec.hpp"
 
 namespace rmsprop {
 namespace detail {
@@ -45,11 +46,12 @@ constexpr bool kSixteenBit = sizeof(P) == 2;
 // contract: Wide and Scalar run exactly this sequence, so body and tail agree bit for bit.
 // Every addition whose two operands can both be NaN is add_first_nan: the left operand as
 // written (the SPEC's formula) gives its NaN, on every ISA.
-// `noise` is null unless the result is stored with stochastic rounding.
+// `noise` is null unless the result is stored with stochastic rounding. `st` reads and writes
+// the state in its storage (state_codec.hpp); the math is the same for every storage.
 template <bool kCentered, MomentumMode kMomentum, WeightDecayMode kWeightDecay, bool kEpsInSqrt,
-          bool kUnscale, class V, class P, class T>
-inline void update_lanes(const Broadcast<V, T>& c, const TensorSpan<P, T>& t, std::size_t i,
-                         const std::uint32_t* noise) {
+          bool kUnscale, class V, class P, class T, class State>
+inline void update_lanes(const Broadcast<V, T>& c, const TensorSpan<P, T>& t, const State& st,
+                         std::size_t i, const std::uint32_t* noise) {
   V g = load_lanes(Tag<V>{}, t.grad + i);
   if constexpr (kUnscale) g = g / c.grad_scale;
   g = g * c.grad_sign;
@@ -66,12 +68,14 @@ inline void update_lanes(const Broadcast<V, T>& c, const TensorSpan<P, T>& t, st
   }
   // ((1-a)*g)*g, torch's order (addcmul): g*g alone would overflow float32 from |g| ~ 1.8e19,
   // ten times earlier than the product torch forms at alpha 0.99, and 0*inf = NaN at alpha 1.
-  const V v = add_first_nan(c.alpha * V::load(t.square_avg + i), (c.one_minus_alpha * g) * g);
-  v.store(t.square_avg + i);
+  const V v =
+      add_first_nan(c.alpha * st.template load_square_avg<V>(i), (c.one_minus_alpha * g) * g);
+  st.store_square_avg(v, i);
   V s = v * c.inv_bias_correction;
   if constexpr (kCentered) {
-    const V ga = add_first_nan(c.alpha * V::load(t.grad_avg + i), c.one_minus_alpha * g);
-    ga.store(t.grad_avg + i);
+    const V ga =
+        add_first_nan(c.alpha * st.template load_grad_avg<V>(i), c.one_minus_alpha * g);
+    st.store_grad_avg(ga, i);
     const V ga_hat = ga * c.inv_bias_correction;
     // When a huge finite gradient overflows both v and ga^2, inf - inf would be NaN; ga^2
     // saturates at the largest finite value instead, so s = inf and the step is g/inf = 0
@@ -93,8 +97,8 @@ inline void update_lanes(const Broadcast<V, T>& c, const TensorSpan<P, T>& t, st
     p = p - c.lr * u;
   } else {
     const V scaled_u = c.momentum_in_scale * u;
-    const V m = add_first_nan(c.momentum * V::load(t.momentum_buffer + i), scaled_u);
-    m.store(t.momentum_buffer + i);
+    const V m = add_first_nan(c.momentum * st.template load_momentum<V>(i), scaled_u);
+    st.store_momentum(m, i);
     if constexpr (kMomentum == MomentumMode::kNesterov) {
       p = p - c.momentum_out_scale * add_first_nan(scaled_u, c.momentum * m);
     } else {
@@ -117,14 +121,14 @@ inline void fill_noise(std::uint64_t key, std::size_t i, std::uint32_t* noise) {
   }
 }
 
-template <class P, bool kCentered, MomentumMode kMomentum, WeightDecayMode kWeightDecay,
-          bool kEpsInSqrt, bool kUnscale>
-void update_range(const Variant& variant, const Coefficients<StateT<P>>& coefficients,
-                  const TensorSpan<P, StateT<P>>& tensor, std::size_t begin, std::size_t end) {
-  using T = StateT<P>;
+// Elements [begin, end) with the state in `st`: the vector body, then the scalar tail.
+template <bool kCentered, MomentumMode kMomentum, WeightDecayMode kWeightDecay, bool kEpsInSqrt,
+          bool kUnscale, class P, class T, class State>
+inline void update_lanes_range(const Variant& variant, const Coefficients<T>& coefficients,
+                               const Broadcast<Wide<T>, T>& wide, const TensorSpan<P, T>& tensor,
+                               const State& st, std::size_t begin, std::size_t end) {
   using W = Wide<T>;
   using S = Scalar<T>;
-  const Broadcast<W, T> wide(coefficients);
   const bool stochastic = std::is_same_v<P, bfloat16> && variant.stochastic;
   alignas(64) std::uint32_t noise[W::kLanes];
   const std::uint64_t key = coefficients.rounding_key;
@@ -132,16 +136,67 @@ void update_range(const Variant& variant, const Coefficients<StateT<P>>& coeffic
   for (; i + W::kLanes <= end; i += W::kLanes) {
     if (stochastic) fill_noise<W::kLanes>(key, tensor.index_offset + i, noise);
     update_lanes<kCentered, kMomentum, kWeightDecay, kEpsInSqrt, kUnscale>(
-        wide, tensor, i, stochastic ? noise : nullptr);
+        wide, tensor, st, i, stochastic ? noise : nullptr);
   }
   if (i < end) {
     const Broadcast<S, T> scalar(coefficients);
     for (; i < end; ++i) {
       if (stochastic) fill_noise<1>(key, tensor.index_offset + i, noise);
       update_lanes<kCentered, kMomentum, kWeightDecay, kEpsInSqrt, kUnscale>(
-          scalar, tensor, i, stochastic ? noise : nullptr);
+          scalar, tensor, st, i, stochastic ? noise : nullptr);
     }
   }
+}
+
+// Compact state (bfloat16 or 8-bit), one block of up to 256 elements at a time: the block's
+// noise, then (8-bit) its v decoded, the update, and its v encoded with the scale of the new v.
+// 8-bit ranges start on a block border (the dispatcher splits work in whole blocks), so blocks
+// are the tensor's own. bfloat16 state is element-wise: its blocks are only a loop structure.
+template <bool kCentered, MomentumMode kMomentum, WeightDecayMode kWeightDecay, bool kEpsInSqrt,
+          class P>
+void update_range_compact(const Variant& variant, const Coefficients<float>& coefficients,
+                          const TensorSpan<P, float>& tensor, std::size_t begin, std::size_t end) {
+  const Broadcast<Wide<float>, float> wide(coefficients);
+  const CompactState& cs = tensor.compact;
+  StateNoise noise(coefficients.rounding_key, tensor.index_offset,
+                   kMomentum != MomentumMode::kNone, kCentered);
+  alignas(64) float block_v[kEightBitBlock];
+  for (std::size_t b = begin; b < end; b += kEightBitBlock) {
+    const std::size_t n = end - b < kEightBitBlock ? end - b : kEightBitBlock;
+    // A block's noise in one loop: the hashes vectorize there, not spread over the lanes.
+    noise.fill(b, n);
+    if (tensor.state_dtype == StateDtype::kBfloat16) {
+      const Bfloat16State st{cs.square_avg, cs.grad_avg, cs.momentum_buffer, &noise};
+      update_lanes_range<kCentered, kMomentum, kWeightDecay, kEpsInSqrt, true>(
+          variant, coefficients, wide, tensor, st, b, b + n);
+    } else if constexpr (!kCentered) {
+      float* scale = cs.square_avg_scales + b / kEightBitBlock;
+      decode_block(cs.square_avg_codes + b, *scale, n, block_v);
+      const EightBitState st{block_v, b, cs.momentum_buffer, &noise};
+      update_lanes_range<kCentered, kMomentum, kWeightDecay, kEpsInSqrt, true>(
+          variant, coefficients, wide, tensor, st, b, b + n);
+      *scale = block_scale(block_v, n);
+      encode_block(block_v, *scale, noise.square_avg(b), n, cs.square_avg_codes + b);
+    }
+  }
+}
+
+template <class P, bool kCentered, MomentumMode kMomentum, WeightDecayMode kWeightDecay,
+          bool kEpsInSqrt, bool kUnscale>
+void update_range(const Variant& variant, const Coefficients<StateT<P>>& coefficients,
+                  const TensorSpan<P, StateT<P>>& tensor, std::size_t begin, std::size_t end) {
+  using T = StateT<P>;
+  if constexpr (std::is_same_v<T, float>) {
+    if (tensor.state_dtype != StateDtype::kFloat) {
+      // Compact state always divides by grad_scale (exact for 1): half the instantiations.
+      return update_range_compact<kCentered, kMomentum, kWeightDecay, kEpsInSqrt>(
+          variant, coefficients, tensor, begin, end);
+    }
+  }
+  const Broadcast<Wide<T>, T> wide(coefficients);
+  const FloatState<T> st{tensor.square_avg, tensor.grad_avg, tensor.momentum_buffer};
+  update_lanes_range<kCentered, kMomentum, kWeightDecay, kEpsInSqrt, kUnscale>(
+      variant, coefficients, wide, tensor, st, begin, end);
 }
 
 // Turns the run-time Variant into template arguments, one level per choice, so the branch is

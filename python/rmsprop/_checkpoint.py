@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from ._buffers import STATE_KEYS, aligned_full, is_sixteen_bit, state_dtype
+from ._buffers import STATE_KEYS, aligned_full, is_sixteen_bit, state_dtype, state_layout
 from ._options import check_group_options
 
 MAX_STEP = 2**62  # the core's bound on a step count
@@ -87,6 +87,13 @@ def load_into(
                 )
             saved_to_ours[index] = ours
             ours += 1
+        saved_storage = saved.get("state_dtype", "float32")
+        if saved_storage != group["state_dtype"]:
+            raise ValueError(
+                f"param group {k} of state_dict was saved with state_dtype={saved_storage!r}, "
+                f"this optimizer's uses {group['state_dtype']!r}; its state cannot be loaded "
+                f"here. Create the optimizer with state_dtype={saved_storage!r}"
+            )
         merged = {**group, **{key: v for key, v in saved.items() if key != "params"}}
         merged["params"] = group["params"]
         check_group_options(merged, f"param group {k} of state_dict")
@@ -263,7 +270,10 @@ def checked_saved_state(
         raise ValueError(f"{where}['step'] must be an int, got {type(step).__name__}")
     if not 0 <= step <= MAX_STEP:
         raise ValueError(f"{where}['step'] must be in [0, 2**62], got {step}")
+    layout = state_layout(param, group["state_dtype"])
     required = ["square_avg"]
+    if "square_avg_scale" in layout:
+        required.append("square_avg_scale")
     if group["momentum"] > 0:
         required.append("momentum_buffer")
     if group["centered"]:
@@ -284,15 +294,23 @@ def checked_saved_state(
         value = entry[key]
         if not isinstance(value, np.ndarray):
             raise TypeError(f"{where}['{key}'] must be a numpy.ndarray, got {type(value).__name__}")
-        if value.dtype != state_dtype(param):
-            raise TypeError(
-                f"{where}['{key}'] has dtype {value.dtype}; the state of this "
-                f"{param.dtype} param is {state_dtype(param)}"
-            )
-        if value.shape != param.shape:
+        shape, dtype = (
+            (param.shape, state_dtype(param))
+            if key == "master_param"
+            else layout.get(key, ((), None))
+        )
+        if dtype is None:
             raise ValueError(
-                f"{where}['{key}'] has shape {value.shape}, the param has {param.shape}"
+                f"{where}['{key}'] does not belong to state_dtype={group['state_dtype']!r} "
+                f"state of a param of {param.size} elements"
             )
+        if value.dtype != dtype:
+            raise TypeError(
+                f"{where}['{key}'] has dtype {value.dtype}; with state_dtype="
+                f"{group['state_dtype']!r} the state of this {param.dtype} param is {dtype}"
+            )
+        if value.shape != shape:
+            raise ValueError(f"{where}['{key}'] has shape {value.shape}, expected {shape}")
         checked[key] = value
     return checked
 

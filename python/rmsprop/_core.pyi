@@ -40,6 +40,8 @@ def step_functional(
     momentum_buffer: np.ndarray | None,
     master_param: np.ndarray | None,
     step: int,
+    square_avg_scale: np.ndarray | None = None,
+    state_dtype: str | None = None,
 ) -> None: ...
 def validate_options(options: Mapping[str, Any] | tuple[Any, ...]) -> None: ...
 def roofline_pass(

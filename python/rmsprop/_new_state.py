@@ -13,7 +13,13 @@ from typing import Any
 
 import numpy as np
 
-from ._buffers import aligned_full, is_float_array, is_sixteen_bit, state_dtype
+from ._buffers import (
+    aligned_full,
+    is_float_array,
+    is_sixteen_bit,
+    new_state_buffer,
+    state_layout,
+)
 
 # A buffer (or step count) added to a state for a step: (the state, its key, the step count
 # the core sees there before the step).
@@ -36,7 +42,7 @@ def create_missing_state(
     start = 0
     for group in param_groups:
         params = group["params"]
-        keys = ["square_avg"]
+        keys = ["square_avg", "square_avg_scale"]
         if group["momentum"] > 0:
             keys.append("momentum_buffer")
         if group["centered"]:
@@ -61,8 +67,11 @@ def create_missing_state(
                     value = aligned_full(param, 0.0, np.float32)
                     np.copyto(value, param.astype(np.float32))
                 else:
-                    fill = group["initial_square_avg"] if key == "square_avg" else 0.0
-                    value = aligned_full(param, fill, state_dtype(param))
+                    storage = group.get("state_dtype", "float32")
+                    if key not in state_layout(param, storage):
+                        continue  # square_avg_scale exists for 8-bit state only
+                    initial = group["initial_square_avg"]
+                    value = new_state_buffer(param, key, storage, initial)
                 created.append((state, key, 0 if key == "step" else state["step"]))
                 state[key] = value
         start += len(params)

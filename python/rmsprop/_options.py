@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from . import _core
-from ._buffers import is_float_array, state_dtype
+from ._buffers import STATE_DTYPES, is_float_array, state_dtype
 from .functional import DEFAULT_OPTIONS
 
 
@@ -63,6 +63,7 @@ GROUP_DEFAULTS: dict[str, Any] = {
     **DEFAULT_OPTIONS,
     "initial_square_avg": 0.0,
     "master_weights": False,
+    "state_dtype": "float32",
 }
 GROUP_KEYS = tuple(GROUP_DEFAULTS)
 
@@ -113,6 +114,16 @@ def check_group_options(group: Mapping[str, Any], where: str) -> None:
         raise TypeError(
             f"{where}: master_weights must be True or False, got "
             f"{type(group['master_weights']).__name__}"
+        )
+    state = group["state_dtype"]
+    if not isinstance(state, str):
+        raise TypeError(f"{where}: state_dtype must be a str, got {type(state).__name__}")
+    if state not in STATE_DTYPES:
+        raise ValueError(f"{where}: state_dtype must be one of {STATE_DTYPES}, got {state!r}")
+    if state == "8bit" and bool(group["centered"]):
+        raise ValueError(
+            f"{where}: centered=True is not supported with state_dtype='8bit' (v - grad_avg^2 "
+            "cancels in 8 bits); use state_dtype='bfloat16' or 'float32'"
         )
 
 

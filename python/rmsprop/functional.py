@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from . import _core
+from ._buffers import STATE_DTYPES, new_state_buffer, state_layout
 from .rows import RowGrad
 
 #: Hyper-parameters of one step, in the order the C++ core takes them.
@@ -40,6 +41,8 @@ def rmsprop_step(
     momentum_buffer: np.ndarray | None = None,
     grad_avg: np.ndarray | None = None,
     master_param: np.ndarray | None = None,
+    square_avg_scale: np.ndarray | None = None,
+    state_dtype: str = "float32",
     step: int = 1,
     lr: float = 1e-2,
     alpha: float = 0.99,
@@ -75,6 +78,14 @@ def rmsprop_step(
         grad_avg: required when ``centered``.
         master_param: optional float32 copy of a 16-bit param: the step reads and updates it
             and writes its rounded value into ``param``, so small updates are not lost.
+        square_avg_scale: with ``state_dtype="8bit"`` (params of >= 4096 elements), the
+            float32 block scales of ``square_avg``, shape ``(ceil(param.size / 256),)``.
+        state_dtype: storage of the state (SPEC §8). ``"float32"``: the param's dtype, or
+            float32 for 16-bit params. ``"bfloat16"``: square_avg, grad_avg and
+            momentum_buffer are uint16 arrays of bfloat16 bits, rounded stochastically.
+            ``"8bit"``: square_avg is uint8 codes plus square_avg_scale, the other buffers
+            bfloat16 (for params of >= 4096 elements; smaller ones take float32 state). Create
+            such buffers with :func:`new_state`. Not for float64 params.
         step: the step number t being taken (1 on the first); used by ``bias_correction``.
         lr, alpha, eps, weight_decay, momentum, centered, maximize: as in torch.
         eps_in_sqrt: ε inside the square root, ``sqrt(v + ε)`` (Keras, TF, optax).
@@ -120,5 +131,41 @@ def rmsprop_step(
         rounding_seed,
     )
     _core.step_functional(
-        options, param, grad, square_avg, grad_avg, momentum_buffer, master_param, step
+        options,
+        param,
+        grad,
+        square_avg,
+        grad_avg,
+        momentum_buffer,
+        master_param,
+        step,
+        square_avg_scale,
+        state_dtype,
     )
+
+
+def new_state(
+    param: np.ndarray, state_dtype: str = "float32", initial_square_avg: float = 0.0
+) -> dict[str, np.ndarray]:
+    """Fresh state buffers for :func:`rmsprop_step` on ``param`` in the given storage.
+
+    Returns:
+        ``{"square_avg": ..., "momentum_buffer": ..., "grad_avg": ...}`` and, for 8-bit state,
+        ``"square_avg_scale"``; pass the ones your options need.
+
+    Example:
+        >>> import numpy as np
+        >>> from rmsprop.functional import new_state, rmsprop_step
+        >>> p = np.ones(8192, np.float32); g = np.ones(8192, np.float32)
+        >>> state = new_state(p, "8bit")
+        >>> sorted((k, str(v.dtype)) for k, v in state.items())[:2]
+        [('grad_avg', 'uint16'), ('momentum_buffer', 'uint16')]
+        >>> rmsprop_step(p, g, state["square_avg"], square_avg_scale=state["square_avg_scale"],
+        ...              state_dtype="8bit")
+    """
+    if state_dtype not in STATE_DTYPES:
+        raise ValueError(f"state_dtype must be one of {STATE_DTYPES}, got {state_dtype!r}")
+    return {
+        key: new_state_buffer(param, key, state_dtype, initial_square_avg)
+        for key in state_layout(param, state_dtype)
+    }

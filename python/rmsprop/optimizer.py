@@ -85,7 +85,15 @@ class RMSprop:
             (``"master_param"``), update it, and write its rounded value into the param.
         stochastic_rounding: round bfloat16 params stochastically (deterministic for a
             ``rounding_seed``), so updates smaller than half an ulp are not always lost.
-        rounding_seed: seed of the stochastic-rounding noise.
+        rounding_seed: seed of the stochastic-rounding noise (of params and of compact
+            state).
+        state_dtype: storage of the optimizer state, per group (SPEC §8, README "Optimizer
+            state in fewer bits"). ``"float32"`` (default; float64 for float64 params).
+            ``"bfloat16"``: square_avg, grad_avg and momentum_buffer in bfloat16 (uint16 bit
+            patterns in ``state``), rounded stochastically. ``"8bit"``: square_avg as uint8
+            codes with a float32 ``square_avg_scale`` per 256 elements, the others bfloat16;
+            tensors under 4096 elements keep float32 state; not with ``centered``. Math runs in
+            float32 either way. Read such state with :func:`rmsprop.state_codec.float_state`.
         skip_if_nonfinite: if any gradient of a step holds inf or NaN, skip the whole step
             (nothing changes) and have ``step()`` return False; it returns True otherwise.
         preset: ``"torch"``, ``"keras"``, ``"tf1"``, ``"optax"`` or ``"seed"``.
@@ -146,6 +154,7 @@ class RMSprop:
         master_weights: bool = UNSET,
         stochastic_rounding: bool = UNSET,
         rounding_seed: int = UNSET,
+        state_dtype: str = UNSET,
         skip_if_nonfinite: bool = False,
         preset: str | None = None,
     ) -> None:
@@ -167,6 +176,7 @@ class RMSprop:
             "master_weights": master_weights,
             "stochastic_rounding": stochastic_rounding,
             "rounding_seed": rounding_seed,
+            "state_dtype": state_dtype,
         }
         explicit = {name: value for name, value in given.items() if value is not UNSET}
         self.defaults: dict[str, Any] = resolve_defaults(preset, explicit)
@@ -223,6 +233,15 @@ class RMSprop:
             seen.add(id(p))
         group = {**self.defaults, **param_group, "params": params}
         check_group_options(group, where)
+        if group["state_dtype"] != "float32":
+            for k, p in enumerate(params):
+                if p.dtype == np.float64:
+                    raise TypeError(
+                        f"{where}: params[{k}] is float64, whose state stays float64; "
+                        f"state_dtype={group['state_dtype']!r} is for float32, float16 and "
+                        "bfloat16 params (put float64 params in a group with "
+                        "state_dtype='float32')"
+                    )
         with self._lock:  # a step in another thread sees the group with its states, or neither
             self.param_groups.append(group)
             self.state.extend({} for _ in params)
@@ -367,7 +386,7 @@ class RMSprop:
         lines = [f"{type(self).__name__} ("]
         for k, group in enumerate(self.param_groups):
             lines.append(f"Parameter Group {k}")
-            for key in (*OPTION_NAMES, "initial_square_avg", "master_weights"):
+            for key in (*OPTION_NAMES, "initial_square_avg", "master_weights", "state_dtype"):
                 lines.append(f"    {key}: {group[key]}")
         lines.append(")")
         return "\n".join(lines)

@@ -40,6 +40,30 @@ struct bfloat16 {
 // range, so every host gets the same refusals as the Python API.
 void validate(const Options& options);
 
+// How a tensor's optimizer state is stored (SPEC §8). Math always runs in float32 registers.
+// kFloat: the compute type (float32, or float64 for double params).
+// kBfloat16: square_avg, grad_avg and momentum_buffer as bfloat16, rounded stochastically.
+// kEightBit: square_avg as one 8-bit code per element plus a float32 scale per block of
+//   kEightBitBlock elements (the block's largest new v); grad_avg and momentum_buffer as
+//   bfloat16. Not with centered=True. Only float, float16 and bfloat16 params take the compact
+//   kinds. Which tensors get 8-bit state (kEightBitMinElements) is the front-end's choice.
+enum class StateDtype : int { kFloat = 0, kBfloat16 = 1, kEightBit = 2 };
+
+constexpr std::size_t kEightBitBlock = 256;
+constexpr std::size_t kEightBitMinElements = 4096;  // smaller tensors keep float state
+
+// State buffers of a tensor whose state_dtype is not kFloat (the float pointers of its
+// TensorSpan are then unused). With kEightBit, square_avg_codes[i] holds element i and
+// square_avg_scales[b] the block of elements [256 b, 256 b + 256) counted from the span's
+// first element, whose index_offset must be a multiple of kEightBitBlock.
+struct CompactState {
+  bfloat16* square_avg = nullptr;            // kBfloat16
+  std::uint8_t* square_avg_codes = nullptr;  // kEightBit
+  float* square_avg_scales = nullptr;        // kEightBit: ceil(size / 256) entries
+  bfloat16* grad_avg = nullptr;              // when centered
+  bfloat16* momentum_buffer = nullptr;       // when momentum > 0
+};
+
 // One parameter tensor and its state, all of `size` contiguous elements. P is the storage type
 // of param and grad; S (float for 16-bit params, else P) that of the state.
 // grad_avg is required when centered, momentum_buffer when momentum > 0; both ignored otherwise.
@@ -62,6 +86,8 @@ struct TensorSpan {
   // on the whole-tensor index, so a tensor stepped in pieces (a shard, a set of rows) gets the
   // same bits as when stepped whole.
   std::uint64_t index_offset = 0;
+  StateDtype state_dtype = StateDtype::kFloat;
+  CompactState compact;  // used when state_dtype is not kFloat
 };
 
 // One fused RMSProp step over every tensor of the list: each element of param, grad and state is

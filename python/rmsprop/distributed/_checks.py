@@ -48,6 +48,18 @@ def check_params(params: Sequence[np.ndarray]) -> None:
             raise ValueError(f"params[{i}] and params[{j}] share memory; pass separate arrays")
 
 
+def refuse_compact_state(group: Mapping[str, Any], where: str) -> None:
+    """ShardedRMSprop keeps float32 state only: its shard pieces, checkpoints and resharding
+    move float buffers, and 8-bit blocks would straddle the piece borders."""
+    storage = group.get("state_dtype", "float32")
+    if storage != "float32":
+        raise ValueError(
+            f"{where}: state_dtype={storage!r} is not supported by ShardedRMSprop, whose "
+            "sharded state is float32 (it already holds 1/N of the state per rank); use "
+            "state_dtype='float32', or rmsprop.RMSprop for compact state"
+        )
+
+
 class GradChecks:
     """Per-step checks of the gradients and hyper-parameters against fixed params."""
 
@@ -102,6 +114,7 @@ class GradChecks:
                 raise ValueError(f"params[{i}] became read-only or non-contiguous; restore it")
         for k, group in enumerate(param_groups):
             check_group_options(group, f"param group {k}")
+            refuse_compact_state(group, f"param group {k}")
             if any(p.dtype != np.float64 for p in group["params"]):
                 self._probe_float32(group, k)
         return checked

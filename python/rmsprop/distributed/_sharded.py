@@ -19,7 +19,7 @@ from .._checkpoint import load_into, pack_state_dict
 from .._options import GROUP_KEYS, UNSET
 from ..optimizer import RMSprop
 from ._agree import Agreement, fingerprint
-from ._checks import GradChecks, check_params, needed_keys
+from ._checks import GradChecks, check_params, needed_keys, refuse_compact_state
 from ._exchange import Exchange
 from ._layout import Layout
 from ._packing import flat_view
@@ -119,6 +119,8 @@ class ShardedRMSprop:
                 )
             # The single-process class validates and normalizes exactly as it would alone.
             local = RMSprop(params, **explicit, skip_if_nonfinite=skip_if_nonfinite, preset=preset)
+            for k, group in enumerate(local.param_groups):
+                refuse_compact_state(group, f"param group {k}")
             all_params = [p for g in local.param_groups for p in g["params"]]
             check_params(all_params)
             digest = fingerprint(

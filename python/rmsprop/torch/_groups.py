@@ -40,6 +40,13 @@ def check_torch_options(group: dict[str, Any], where: str) -> None:
             "updates memory outside autograd. Use torch.optim.RMSprop for that"
         )
     check_group_options(core_options(group), where)
+    storage = group.get("state_dtype", "float32")
+    if storage != "float32":
+        raise ValueError(
+            f"{where}: state_dtype={storage!r} is not supported by rmsprop.torch.RMSprop, whose "
+            "state is torch float tensors in torch's layout (checkpoints, state[param]); use "
+            "state_dtype='float32' here, or rmsprop.RMSprop for bfloat16/8-bit state"
+        )
 
 
 def core_options(group: dict[str, Any]) -> dict[str, Any]:

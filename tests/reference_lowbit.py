@@ -1,0 +1,122 @@
+"""Float64 reference of the compact optimizer state of SPEC §8 (bfloat16 and 8-bit square_avg).
+
+Independent of the package: no import of rmsprop. The stochastic rounding is written as the
+real-number rule "round |x| up with probability equal to its distance from the lower grid point,
+in units of the grid spacing, using the given noise", not as the kernel's integer trick, and the
+noise is recomputed from the hash the contract names (seed, tensor, step, global element index).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+GOLDEN = 0x9E3779B97F4A7C15
+STATE_SALT = 0x73746174655F7631  # square_avg and momentum_buffer share a key, not bits
+GRAD_AVG_SALT = 0x73746174655F6731
+BLOCK = 256
+CODE_BIAS = 761  # code c stands for the float32 with bits (c + 761) << 20
+
+
+def mix64(z: np.ndarray) -> np.ndarray:
+    """splitmix64's finalizer on uint64 arrays (wrapping arithmetic)."""
+    z = np.asarray(z, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def hash32(x: np.ndarray) -> np.ndarray:
+    """lowbias32 on uint32 arrays (wrapping arithmetic)."""
+    x = np.asarray(x, dtype=np.uint32)
+    with np.errstate(over="ignore"):
+        x = x ^ (x >> np.uint32(16))
+        x = x * np.uint32(0x7FEB352D)
+        x = x ^ (x >> np.uint32(15))
+        x = x * np.uint32(0x846CA68B)
+    return x ^ (x >> np.uint32(16))
+
+
+def state_noise(seed: int, stream: int, step: int, size: int, buffer: str) -> np.ndarray:
+    """Uniform numbers in [0, 1) (multiples of 2^-16) rounding ``buffer`` of elements
+    0..size-1 of tensor ``stream`` at ``step``: the element's 32-bit hash under the buffer's key
+    (mix64 of the rounding key and a salt), low 16 bits for square_avg and grad_avg, high 16
+    for momentum_buffer."""
+    key = mix64(np.uint64(seed))
+    key = mix64(key ^ np.uint64(stream))
+    key = mix64(key ^ np.uint64(step))
+    salt = GRAD_AVG_SALT if buffer == "grad_avg" else STATE_SALT
+    key = int(mix64(key ^ np.uint64(salt)))
+    e = np.arange(size, dtype=np.uint64)
+    low = (e & np.uint64(0xFFFFFFFF)).astype(np.uint32)
+    high = (e >> np.uint64(32)).astype(np.uint32)
+    with np.errstate(over="ignore"):
+        x = np.uint32(key & 0xFFFFFFFF) + low * np.uint32(0x9E3779B9) + high * np.uint32(0x85EBCA6B)
+    h = hash32(x ^ np.uint32(key >> 32))
+    words = h >> np.uint32(16) if buffer == "momentum_buffer" else h & np.uint32(0xFFFF)
+    return words.astype(np.float64) / 2.0**16
+
+
+def _round_on_grid(x: np.ndarray, mantissa_bits: int, u: np.ndarray) -> np.ndarray:
+    """Stochastic rounding of |x| to floats with ``mantissa_bits`` stored bits (binary64 math)."""
+    mag = np.abs(x)
+    with np.errstate(divide="ignore"):
+        exponent = np.floor(np.log2(np.where(mag > 0, mag, 1.0)))
+    exponent = np.maximum(exponent, -126.0)  # float32 subnormals share the smallest binade's grid
+    spacing = 2.0 ** (exponent - mantissa_bits)
+    low = np.floor(mag / spacing) * spacing
+    frac = (mag - low) / spacing
+    up = frac + u >= 1.0
+    return np.sign(x) * np.where(up, low + spacing, low)
+
+
+def bfloat16_stochastic(x32: np.ndarray, u16: np.ndarray) -> np.ndarray:
+    """float32 values stored as bfloat16 with stochastic rounding (finite inputs)."""
+    return _round_on_grid(np.asarray(x32, dtype=np.float64), 7, u16)
+
+
+def quantize_block(v32: np.ndarray, u20: np.ndarray) -> tuple[float, np.ndarray]:
+    """Scale and codes of one block of new v (float32, >= 0, finite).
+
+    scale = max(v); r = v * (1 / scale), each operation rounded once to float32 (a float64
+    result rounded to float32 is the correctly rounded float32 operation; v / scale for a
+    subnormal scale); r (at most an ulp above 1) rounded stochastically to 3 mantissa bits
+    with the uniform ``u`` (rounds up when its distance from the lower grid point, in grid
+    steps, plus u reaches 1); the
+    code of the result q = 2^e (1 + m/8) is (e + 127) * 8 + m - 761, clamped to [0, 255].
+    """
+    v = np.asarray(v32, dtype=np.float64)
+    scale = float(v.max())
+    if scale == 0.0:
+        return 0.0, np.zeros(v.shape, dtype=np.uint8)
+    if scale >= float(np.finfo(np.float32).tiny):
+        # v times the float32 reciprocal of the scale, each rounded once to float32.
+        inverse = np.float64(np.float32(1.0 / scale))
+        r = (v * inverse).astype(np.float32).astype(np.float64)
+    else:  # a subnormal scale: its reciprocal would overflow, so v / scale
+        r = (v / scale).astype(np.float32).astype(np.float64)
+    q = _round_on_grid(r, 3, u20)
+    with np.errstate(divide="ignore"):
+        e = np.floor(np.log2(np.where(q > 0, q, 2.0**-140)))
+    m = np.round((q / 2.0**e - 1.0) * 8.0)
+    code = (e + 127) * 8 + m - CODE_BIAS
+    return scale, np.clip(code, 0, 255).astype(np.uint8)
+
+
+def decode(codes: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    """v of 8-bit codes in float64: 2^e (1 + m/8) * scale of the block, e and m from the code."""
+    c = np.asarray(codes, dtype=np.int64).reshape(-1) + CODE_BIAS
+    r = 2.0 ** ((c >> 3) - 127) * (1.0 + (c & 7) / 8.0)
+    per_element = np.repeat(np.asarray(scales, dtype=np.float64), BLOCK)[: c.size]
+    return (r * per_element).reshape(np.shape(codes))
+
+
+def quantize(v32: np.ndarray, u20: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Scales and codes of a whole tensor's new v, block by block from its start."""
+    flat = np.asarray(v32).reshape(-1)
+    scales, codes = [], []
+    for start in range(0, flat.size, BLOCK):
+        scale, c = quantize_block(flat[start : start + BLOCK], u20[start : start + BLOCK])
+        scales.append(scale)
+        codes.append(c)
+    return np.array(scales, dtype=np.float32), np.concatenate(codes).reshape(np.shape(v32))
