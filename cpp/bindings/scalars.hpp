@@ -70,32 +70,17 @@ Options options_from(py::handle source);
 // A state entry the optimizer keeps in a dict (a strong reference), or null when absent.
 py::object dict_item(py::handle dict, PyObject* key);
 
-// Float params (float32 and the 16-bit types) are updated with coefficients rounded once to
-// float. A hyper-parameter beyond float's range would become inf (or grad_scale 0) and turn
-// every element into inf or NaN, so it is refused like any other invalid value.
+// The core's float32 range refusal (float32_range_problem) worded for Python, naming the param.
 // param_name is a callable: the name is only built for the error message.
 template <class ParamName>
 void check_float_range(const Options& o, const ParamName& param_name) {
-  constexpr double kLargest = std::numeric_limits<float>::max();
-  const std::pair<const char*, double> values[] = {
-      {"lr", o.lr},
-      {"eps", o.eps},
-      {"weight_decay", o.weight_decay},
-      {"lr * weight_decay", o.lr * o.weight_decay},
-      {"momentum", o.momentum},
-      {"grad_scale", o.grad_scale},
-  };
-  for (const auto& [name, value] : values) {
-    if (value > kLargest) {
-      throw py::value_error(std::string(name) + " = " + std::string(py::repr(py::float_(value))) +
-                            " is beyond float32's range, in which " + param_name() +
-                            " is updated");
-    }
-  }
-  if (o.grad_scale < std::numeric_limits<float>::denorm_min()) {
-    throw py::value_error("grad_scale = " + std::string(py::repr(py::float_(o.grad_scale))) +
-                          " rounds to 0 in float32, in which " + param_name() + " is updated");
-  }
+  const std::optional<Float32RangeProblem> problem = float32_range_problem(o);
+  if (!problem) return;
+  const std::string value = py::repr(py::float_(problem->value));
+  throw py::value_error(std::string(problem->name) + " = " + value +
+                        (problem->rounds_to_zero ? " rounds to 0 in float32"
+                                                 : " is beyond float32's range") +
+                        ", in which " + param_name() + " is updated");
 }
 
 }  // namespace bindings

@@ -30,31 +30,15 @@ bool flag(std::int32_t value, const char* name) {
   return value == 1;
 }
 
-// The Python bindings' float32 refusals: a value that becomes inf (or grad_scale that becomes
-// 0) when rounded to float32 would silently break every update.
+// The core's float32 range refusal (float32_range_problem), as the Python bindings word it.
 void check_float_range(const Options& o) {
-  constexpr double kLargest = std::numeric_limits<float>::max();
-  const std::pair<const char*, double> values[] = {
-      {"lr", o.lr},
-      {"eps", o.eps},
-      {"weight_decay", o.weight_decay},
-      {"lr * weight_decay", o.lr * o.weight_decay},
-      {"momentum", o.momentum},
-      {"grad_scale", o.grad_scale},
-  };
-  for (const auto& [name, value] : values) {
-    if (value > kLargest) {
-      throw Error(RMSPROP_ERROR_INVALID_ARGUMENT,
-                  std::string(name) + " = " + number(value) +
-                      " is beyond float32's range, in which float32 and 16-bit params are "
-                      "updated");
-    }
-  }
-  if (o.grad_scale < std::numeric_limits<float>::denorm_min()) {
-    throw Error(RMSPROP_ERROR_INVALID_ARGUMENT,
-                "grad_scale = " + number(o.grad_scale) +
-                    " rounds to 0 in float32, in which float32 and 16-bit params are updated");
-  }
+  const std::optional<Float32RangeProblem> problem = float32_range_problem(o);
+  if (!problem) return;
+  throw Error(RMSPROP_ERROR_INVALID_ARGUMENT,
+              std::string(problem->name) + " = " + number(problem->value) +
+                  (problem->rounds_to_zero ? " rounds to 0 in float32"
+                                           : " is beyond float32's range") +
+                  ", in which float32 and 16-bit params are updated");
 }
 
 }  // namespace

@@ -7,6 +7,9 @@
 #include <cmath>
 #include <cstdlib>
 #include <stdexcept>
+#include <limits>
+#include <optional>
+#include <utility>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -300,6 +303,25 @@ bool grads_finite_impl(const TensorSpan<P, detail::StateT<P>>* tensors, std::siz
 
 // ---------------------------------------------------------------------------------------------
 // Public API.
+
+std::optional<Float32RangeProblem> float32_range_problem(const Options& o) {
+  constexpr double kLargest = std::numeric_limits<float>::max();
+  const std::pair<const char*, double> values[] = {
+      {"lr", o.lr},
+      {"eps", o.eps},
+      {"weight_decay", o.weight_decay},
+      {"lr * weight_decay", o.lr * o.weight_decay},
+      {"momentum", o.momentum},
+      {"grad_scale", o.grad_scale},
+  };
+  for (const auto& [name, value] : values) {
+    if (value > kLargest) return Float32RangeProblem{name, value, false};
+  }
+  if (o.grad_scale < std::numeric_limits<float>::denorm_min()) {
+    return Float32RangeProblem{"grad_scale", o.grad_scale, true};
+  }
+  return std::nullopt;
+}
 
 void validate(const Options& o) {
   require_non_negative(o.lr, "lr");

@@ -4,6 +4,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -39,6 +40,17 @@ struct bfloat16 {
 // Throws std::invalid_argument naming the offending field when a value is non-finite or out of
 // range, so every host gets the same refusals as the Python API.
 void validate(const Options& options);
+
+// Float32 and 16-bit params are updated with coefficients rounded once to float: a value
+// beyond float's range would become inf (or grad_scale 0) and turn every element into inf or
+// NaN. The first value of `options` that does not fit (name, value, and whether it is too
+// small rather than too large), for hosts to refuse before anything is written.
+struct Float32RangeProblem {
+  const char* name;
+  double value;
+  bool rounds_to_zero;
+};
+std::optional<Float32RangeProblem> float32_range_problem(const Options& options);
 
 // How a tensor's optimizer state is stored (SPEC §8). Math always runs in float32 registers.
 // kFloat: the compute type (float32, or float64 for double params).
