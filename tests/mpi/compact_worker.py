@@ -187,6 +187,9 @@ def check_refusals() -> None:
         sd = other if culprit in (-1, RANK) else ropt.state_dict()
         fragment = "was saved with state_dtype='float32', this optimizer's uses '8bit'"
         expect_refusal(lambda d=sd: opt.load_state_dict(d), culprit, ValueError, fragment)
+    group["state_dtype"] = "float32"  # edited: the constructor's state_dtype still decides
+    expect_refusal(lambda: opt.load_state_dict(other), -1, ValueError, fragment)
+    group["state_dtype"] = "8bit"
     broken = ropt.state_dict()
     if bad == RANK:
         broken["state"][5]["square_avg_scale"] = broken["state"][5]["square_avg_scale"][:-1]

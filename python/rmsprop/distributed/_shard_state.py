@@ -86,11 +86,9 @@ def cut(entry: Mapping[str, Any], piece: Piece) -> dict[str, Any]:
     return out
 
 
-def empty_entry(
-    group: Mapping[str, Any], param: np.ndarray, keys: list[str], step: int
-) -> dict[str, Any]:
-    """A full state entry of ``param`` to assemble pieces into."""
-    layout = state_layout(param, group["state_dtype"])
+def empty_entry(storage: str, param: np.ndarray, keys: list[str], step: int) -> dict[str, Any]:
+    """A full state entry of ``param`` (state_dtype ``storage``) to assemble pieces into."""
+    layout = state_layout(param, storage)
     entry: dict[str, Any] = {"step": step}
     for key in keys:
         shape, dtype = (param.shape, np.float32) if key == "master_param" else layout[key]
@@ -102,6 +100,7 @@ def put(entry: dict[str, Any], piece: Piece, buffers: Mapping[str, np.ndarray]) 
     """Write a piece's buffers into their places of the full entry."""
     for key, values in buffers.items():
         if key == SCALE:
-            entry[key][_blocks(piece)] = values
+            target = entry[key][_blocks(piece)]
         else:
-            entry[key].reshape(-1)[piece.begin : piece.end] = values.reshape(-1)
+            target = entry[key].reshape(-1)[piece.begin : piece.end]
+        np.copyto(target, values.reshape(-1), casting="no")  # never a silent conversion

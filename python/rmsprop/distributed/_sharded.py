@@ -148,6 +148,8 @@ class ShardedRMSprop:
         self._params = all_params
         self._group_of = [k for k, g in enumerate(self.param_groups) for _ in g["params"]]
         rank, ranks = comm.Get_rank(), comm.Get_size()
+        # Fixed here: the cuts, the state's storage and the checkpoints follow it.
+        self._state_dtypes: list[str] = [g["state_dtype"] for g in self.param_groups]
         units = [cut_unit(self.param_groups[k], p) for k, p in zip(self._group_of, all_params)]
         self._layout = Layout(
             [p.size for p in all_params], [p.itemsize for p in all_params], ranks, units
@@ -168,7 +170,7 @@ class ShardedRMSprop:
         self._placement = [(c.param, c.begin, all_params[c.param].size) for c in self._pieces]
         self._steps = [0] * len(all_params)  # every rank counts every param's steps
         self._keys: list[list[str]] = [[] for _ in all_params]
-        self._checks = GradChecks(all_params, [g["state_dtype"] for g in self.param_groups])
+        self._checks = GradChecks(all_params, self._state_dtypes)
         self._sixteen_bit_groups = [
             any(is_sixteen_bit(p.dtype) for p in g["params"]) for g in self.param_groups
         ]
@@ -310,8 +312,8 @@ class ShardedRMSprop:
         state: dict[int, dict[str, Any]] = {}
         for k, keys in enumerate(self._keys):
             if keys:
-                group = self.param_groups[self._group_of[k]]
-                state[k] = _shard_state.empty_entry(group, self._params[k], keys, self._steps[k])
+                storage = self._state_dtypes[self._group_of[k]]
+                state[k] = _shard_state.empty_entry(storage, self._params[k], keys, self._steps[k])
         for pieces in gathered:
             for piece, buffers in pieces:
                 _shard_state.put(state[piece.param], piece, buffers)
@@ -329,7 +331,8 @@ class ShardedRMSprop:
         """
         error: BaseException | None = None
         digest = 0
-        groups = [dict(g) for g in self.param_groups]
+        # Checked against the state_dtype fixed at construction, even if a group was edited.
+        groups = [dict(g, state_dtype=s) for g, s in zip(self.param_groups, self._state_dtypes)]
         full: list[dict[str, Any]] = [{} for _ in self._params]
         try:
             load_into(groups, full, state_dict)  # every check of the single-process class
