@@ -27,8 +27,9 @@ OPTIONS: list[dict[str, Any]] = [
     {"momentum": 0.9},
     {"momentum": 0.9, "nesterov": True, "weight_decay": 0.01},
     {"centered": True, "momentum": 0.5},
+    {"momentum": 0.9, "master_weights": True, "bias_correction": True},
 ]
-OPTION_IDS = ["plain", "momentum", "nesterov-wd", "centered"]
+OPTION_IDS = ["plain", "momentum", "nesterov-wd", "centered", "master-bias"]
 
 
 def cases() -> list[tuple[str, dict[str, Any]]]:
