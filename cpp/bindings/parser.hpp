@@ -8,7 +8,6 @@
 
 #include <cstdint>
 #include <optional>
-#include <utility>
 #include <vector>
 
 #include "arrays.hpp"
@@ -19,6 +18,14 @@ namespace rmsprop {
 namespace bindings {
 
 namespace py = pybind11;
+
+// A shard piece's tensor: its rounding stream (the whole tensor's index), the piece's offset in
+// it, and the whole tensor's element count (which decides 8-bit versus float state).
+struct Placement {
+  std::uint64_t rounding_stream;
+  std::uint64_t index_offset;
+  std::uint64_t tensor_size;
+};
 
 struct Interval {
   std::uintptr_t begin;
@@ -54,9 +61,9 @@ struct Parser {
   std::vector<py::object> keep_alive;  // owns every array until the kernels are done
   std::vector<Interval> intervals;
   long long group = -1;  // the param group being parsed (the optimizer), else -1
-  // Where the next tensor sits in a larger one (rounding stream, index offset): set by the MPI
-  // sharder, whose shard pieces must draw the whole tensor's stochastic-rounding noise.
-  std::optional<std::pair<std::uint64_t, std::uint64_t>> placement;
+  // Where the next tensor sits in a larger one: set by the MPI sharder, whose shard pieces must
+  // draw the whole tensor's stochastic-rounding noise and get the whole tensor's state storage.
+  std::optional<Placement> placement;
 
   void add_interval(const py::array& a, const Origin& origin);
   // Checks one param with its gradient and state and appends it to `out`. `grad_avg` and
