@@ -21,7 +21,8 @@ import rmsprop
 from cases import option_combinations
 from conftest import SUPPORTED_ISAS, THREAD_COUNTS
 from rmsprop import RMSprop, RowGrad
-from rmsprop.functional import rmsprop_step
+from rmsprop._buffers import float32_to_bfloat16_bits
+from rmsprop.functional import new_state, rmsprop_step
 
 ml_dtypes = pytest.importorskip("ml_dtypes")
 BF16 = np.dtype(ml_dtypes.bfloat16)
@@ -133,6 +134,9 @@ def check_sparse_step(
             fill = kwargs.get("initial_square_avg", 1.0 if kwargs.get("preset") == "tf1" else 0.0)
             if key == "master_param":
                 expected = param_before[~touched].astype(np.float32)
+            elif ours.dtype == np.uint16:  # bfloat16 state: the bits of the initial value
+                initial = np.float32(fill if key == "square_avg" else 0.0)
+                expected = np.full_like(ours[~touched], float32_to_bfloat16_bits(initial))
             else:
                 expected = np.full_like(ours[~touched], fill if key == "square_avg" else 0.0)
             assert_same_bits(ours[~touched], expected, f"new {key} rows")
@@ -210,6 +214,85 @@ def test_large_step_matches_dense_with_threads(isa, threads) -> None:
     opt = RMSprop([param], **kwargs)
     check_sparse_step(opt, param, kwargs, indices, values)
     check_sparse_step(opt, param, kwargs, indices[::-1].copy(), values[::-1].copy())
+
+
+COMPACT_DTYPES = [np.dtype(np.float32), np.dtype(np.float16), BF16]
+
+
+@pytest.mark.parametrize("options", OPTION_SETS, ids=OPTION_IDS)
+@pytest.mark.parametrize("dtype", COMPACT_DTYPES, ids=lambda d: d.name)
+def test_bfloat16_state_matches_dense_step_on_touched_rows(isa, dtype, options) -> None:
+    # bfloat16 state is rounded stochastically with noise keyed on each element's index in the
+    # whole tensor: a row update must draw the dense step's noise, hence its bits.
+    rng = np.random.default_rng(11)
+    for width in (1, 15, 17, 300):
+        shape = (23, width)
+        param, _, _ = make_case(dtype, shape, [], seed=width)
+        kwargs = {**optimizer_options(dtype, options), "state_dtype": "bfloat16"}
+        opt = RMSprop([param], **kwargs)
+        for indices in index_patterns(shape[0], rng):
+            _, _, values = make_case(dtype, shape, indices, seed=len(indices))
+            check_sparse_step(opt, param, kwargs, indices, values)
+        assert opt.state[0]["square_avg"].dtype == np.uint16
+
+
+@pytest.mark.parametrize("dtype", COMPACT_DTYPES, ids=lambda d: d.name)
+def test_bfloat16_state_bit_identical_across_isas_and_threads(dtype) -> None:
+    shape = (600, 1000)
+    rng = np.random.default_rng(12)
+    indices = rng.integers(0, shape[0], 400)
+    param0, _, values = make_case(dtype, shape, indices, seed=13)
+    kwargs = optimizer_options(dtype, {"momentum": 0.9, "centered": True, "weight_decay": 0.01})
+    kwargs["state_dtype"] = "bfloat16"
+    results = {}
+    before_isa, before_threads = rmsprop.config()["isa"], rmsprop.get_num_threads()
+    try:
+        for isa in SUPPORTED_ISAS:
+            for threads in THREAD_COUNTS:
+                rmsprop.set_isa(isa)
+                rmsprop.set_num_threads(threads)
+                param = param0.copy()
+                opt = RMSprop([param], **kwargs)
+                for _ in range(2):
+                    opt.step([RowGrad(indices, values)])
+                results[isa, threads] = (param, *(opt.state[0][k] for k in STATE_KEYS[:3]))
+    finally:
+        rmsprop.set_isa(before_isa)
+        rmsprop.set_num_threads(before_threads)
+    first = next(iter(results.values()))
+    for key, arrays in results.items():
+        for name, ours, theirs in zip(("param", *STATE_KEYS[:3]), arrays, first):
+            assert_same_bits(ours, theirs, f"{name} on {key}")
+
+
+def test_bfloat16_state_with_threads_matches_dense(isa, threads) -> None:
+    shape = (700, 1000)
+    rng = np.random.default_rng(14)
+    indices = rng.integers(0, shape[0], 500)
+    param, _, values = make_case(np.dtype(np.float32), shape, indices, seed=15)
+    kwargs = {"momentum": 0.9, "nesterov": True, "state_dtype": "bfloat16"}
+    opt = RMSprop([param], **kwargs)
+    check_sparse_step(opt, param, kwargs, indices, values)
+    check_sparse_step(opt, param, kwargs, indices[::-1].copy(), values[::-1].copy())
+
+
+def test_functional_row_step_with_bfloat16_state_matches_dense() -> None:
+    rng = np.random.default_rng(16)
+    param = rng.standard_normal((40, 33)).astype(np.float32)
+    state = new_state(param, "bfloat16")
+    indices = np.array([5, 39, 5, 0])
+    touched = np.isin(np.arange(40), indices)
+    for step in (1, 2, 3):
+        values = rng.standard_normal((4, 33)).astype(np.float32)
+        kwargs = {"lr": 0.05, "alpha": 0.9, "step": step, "state_dtype": "bfloat16"}
+        dense_param, dense_v = param.copy(), state["square_avg"].copy()
+        before_param, before_v = param.copy(), state["square_avg"].copy()
+        rmsprop_step(param, RowGrad(indices, values), state["square_avg"], **kwargs)
+        rmsprop_step(dense_param, dense_grad(param, indices, values), dense_v, **kwargs)
+        assert_same_bits(param[touched], dense_param[touched], "touched rows")
+        assert_same_bits(state["square_avg"][touched], dense_v[touched], "touched square_avg")
+        assert_same_bits(param[~touched], before_param[~touched], "untouched rows")
+        assert_same_bits(state["square_avg"][~touched], before_v[~touched], "untouched v")
 
 
 def test_duplicates_are_summed_in_order_of_appearance() -> None:
@@ -497,8 +580,11 @@ def test_one_dimensional_and_empty_row_params() -> None:
     options=st.sampled_from(option_combinations()),
     master=st.booleans(),
     stochastic=st.booleans(),
+    state_dtype=st.sampled_from(["float32", "bfloat16"]),
 )
-def test_random_cases_match_dense(isa, data, dtype, options, master, stochastic) -> None:
+def test_random_cases_match_dense(
+    isa, data, dtype, options, master, stochastic, state_dtype
+) -> None:
     rows = data.draw(st.integers(1, 40), label="rows")
     row_shape = data.draw(st.sampled_from([(), (1,), (3,), (17,), (2, 9), (33,)]), label="row")
     steps = data.draw(st.integers(1, 3), label="steps")
@@ -513,6 +599,8 @@ def test_random_cases_match_dense(isa, data, dtype, options, master, stochastic)
         kwargs["alpha"] = 0.9
     if sixteen_bit(dtype):
         kwargs.update(master_weights=master, stochastic_rounding=stochastic, rounding_seed=3)
+    if dtype != np.float64:  # float64 params keep float64 state
+        kwargs["state_dtype"] = state_dtype
     param, _, _ = make_case(dtype, (rows, *row_shape), [], seed=rows)
     opt = RMSprop([param], **kwargs)
     for step in range(steps):

@@ -1,6 +1,6 @@
-"""state_dtype where other features meet it: RowGrad sparse steps and the torch adapter keep
-float32 state only, and refuse compact state clearly before anything is written; the MPI
-sharder keeps a group's state_dtype fixed after construction (tests/mpi/compact_worker.py
+"""state_dtype where other features meet it: RowGrad sparse steps refuse 8-bit state (bfloat16
+state with RowGrad: tests/test_rows.py; the torch adapter: tests/test_torch_state_dtype.py), and
+the MPI sharder keeps a group's state_dtype fixed after construction (tests/mpi/compact_worker.py
 checks its compact state over real MPI jobs)."""
 
 from __future__ import annotations
@@ -14,20 +14,19 @@ from rmsprop.functional import new_state, rmsprop_step
 COMPACT = ("bfloat16", "8bit")
 
 
-@pytest.mark.parametrize("state_dtype", COMPACT)
 @pytest.mark.parametrize("dense_first", [False, True])
-def test_row_grad_with_compact_state_is_refused_before_any_write(
-    state_dtype: str, dense_first: bool
-) -> None:
+def test_row_grad_with_8bit_state_is_refused_before_any_write(dense_first: bool) -> None:
     rng = np.random.default_rng(3)
     param = rng.standard_normal((64, 128)).astype(np.float32)  # 8192 elements: 8-bit state
-    opt = RMSprop([param], lr=0.1, momentum=0.9, state_dtype=state_dtype)
+    opt = RMSprop([param], lr=0.1, momentum=0.9, state_dtype="8bit")
     if dense_first:
         opt.step([rng.standard_normal(param.shape).astype(np.float32)])
     before = param.copy()
     state_before = {k: np.copy(v) for k, v in opt.state[0].items()}
     grad = RowGrad(np.array([1, 5]), rng.standard_normal((2, 128)).astype(np.float32))
-    with pytest.raises(ValueError, match=r"RowGrad.*state_dtype='float32'"):
+    with pytest.raises(
+        ValueError, match=r"RowGrad.*8-bit state.*block's scale.*state_dtype='bfloat16'"
+    ):
         opt.step([grad])
     np.testing.assert_array_equal(param, before)
     assert opt.state[0].keys() == state_before.keys()
@@ -35,19 +34,32 @@ def test_row_grad_with_compact_state_is_refused_before_any_write(
         np.testing.assert_array_equal(opt.state[0][key], value)
 
 
-@pytest.mark.parametrize("state_dtype", COMPACT)
-def test_functional_row_grad_with_compact_state_is_refused(state_dtype: str) -> None:
+def test_row_grad_in_an_8bit_group_steps_a_small_table_with_its_float32_state() -> None:
+    # Below 4096 elements "8bit" keeps float32 state, which a row update keeps exactly.
+    table = np.ones((16, 8), np.float32)
+    reference = table.copy()
+    opt = RMSprop([table], lr=0.1, momentum=0.9, state_dtype="8bit")
+    dense = RMSprop([reference], lr=0.1, momentum=0.9, state_dtype="float32")
+    opt.step([RowGrad(np.array([2, 9]), np.full((2, 8), 0.5, np.float32))])
+    grad = np.zeros_like(reference)
+    grad[[2, 9]] = 0.5
+    dense.step([grad])
+    assert opt.state[0]["square_avg"].dtype == np.float32
+    np.testing.assert_array_equal(table, reference)  # zero-gradient rows do not move either
+
+
+def test_functional_row_grad_with_8bit_state_is_refused() -> None:
     param = np.ones((64, 128), np.float32)
-    state = new_state(param, state_dtype)
+    state = new_state(param, "8bit")
     copies = {k: v.copy() for k, v in state.items()}
     grad = RowGrad(np.array([0]), np.ones((1, 128), np.float32))
-    with pytest.raises(ValueError, match="RowGrad"):
+    with pytest.raises(ValueError, match=r"RowGrad.*8-bit state"):
         rmsprop_step(
             param,
             grad,
             state["square_avg"],
-            square_avg_scale=state.get("square_avg_scale"),
-            state_dtype=state_dtype,
+            square_avg_scale=state["square_avg_scale"],
+            state_dtype="8bit",
         )
     np.testing.assert_array_equal(param, np.ones((64, 128), np.float32))
     for key, value in copies.items():
@@ -88,24 +100,6 @@ def test_sharded_rmsprop_compact_state_is_fixed_at_construction(state_dtype: str
         if isinstance(value, np.ndarray):
             assert mine["state"][0][key].dtype == value.dtype
             assert mine["state"][0][key].tobytes() == value.tobytes(), key
-
-
-@pytest.mark.parametrize("state_dtype", COMPACT)
-def test_torch_adapter_refuses_compact_state(state_dtype: str) -> None:
-    torch = pytest.importorskip("torch")
-    import rmsprop.torch
-
-    w = torch.zeros(8192)
-    with pytest.raises(ValueError, match=r"not supported by rmsprop\.torch\.RMSprop"):
-        rmsprop.torch.RMSprop([{"params": [w], "state_dtype": state_dtype}], lr=0.1)
-    opt = rmsprop.torch.RMSprop([w], lr=0.1)
-    with pytest.raises(ValueError, match=r"not supported by rmsprop\.torch\.RMSprop"):
-        opt.add_param_group({"params": [torch.zeros(3)], "state_dtype": state_dtype})
-    opt.param_groups[0]["state_dtype"] = state_dtype
-    w.grad = torch.ones(8192)
-    with pytest.raises(ValueError, match=r"not supported by rmsprop\.torch\.RMSprop"):
-        opt.step()
-    assert torch.equal(w, torch.zeros(8192))
 
 
 def _piece_step(

@@ -56,10 +56,13 @@ void Parser::add_tensor(Group& out, long long index, py::handle param_obj, py::h
     throw py::value_error("centered=True is not supported with state_dtype='8bit' (v - "
                           "grad_avg^2 cancels in 8 bits); use state_dtype='bfloat16'");
   }
-  if (group_state != StateDtype::kFloat && is_row_grad(grad_obj)) {
-    throw py::value_error(namer(Role::kGrad, index) + " is a RowGrad, but sparse row updates "
-                          "support only state_dtype='float32'; use a dense gradient or "
-                          "state_dtype='float32' for this param's group");
+  if (state == StateDtype::kEightBit && is_row_grad(grad_obj)) {
+    throw py::value_error(namer(Role::kGrad, index) + " is a RowGrad, but " +
+                          namer(Role::kParam, index) + " has 8-bit state (state_dtype='8bit', "
+                          "4096 elements or more), which a sparse row update cannot keep: a "
+                          "block's scale depends on all 256 of its elements, so the untouched "
+                          "rows would be re-quantized. Use state_dtype='bfloat16' or 'float32' "
+                          "for this param's group, or pass a dense gradient");
   }
   const auto checked = [&](py::handle obj, Role role) {
     const Origin origin{role, index};
@@ -135,7 +138,7 @@ void Parser::add_tensor(Group& out, long long index, py::handle param_obj, py::h
   }
   if (rows) {
     return out.rows.add(param, *rows, square_avg, grad_avg, momentum_buffer, master_param, step,
-                        static_cast<std::uint64_t>(index));
+                        static_cast<std::uint64_t>(index), state);
   }
   const auto fill = [&](auto& spans) {
     using Span = typename std::decay_t<decltype(spans)>::value_type;

@@ -2,6 +2,8 @@
 // Must not contain math.
 #include "rows_binding.hpp"
 
+#include "compact_state.hpp"
+
 #include <string>
 #include <type_traits>
 
@@ -132,7 +134,7 @@ void RowGroup::add(const py::array& param, const RowGradArrays& grad,
                    const py::array& square_avg, const std::optional<py::array>& grad_avg,
                    const std::optional<py::array>& momentum_buffer,
                    const std::optional<py::array>& master_param, long long step,
-                   std::uint64_t rounding_stream) {
+                   std::uint64_t rounding_stream, StateDtype state) {
   const auto fill = [&](auto& spans) {
     using Span = typename std::decay_t<decltype(spans)>::value_type;
     using P = std::remove_pointer_t<decltype(Span::param)>;
@@ -150,6 +152,11 @@ void RowGroup::add(const py::array& param, const RowGradArrays& grad,
     span.count = grad.count;
     span.step = step;
     span.rounding_stream = rounding_stream;
+    if constexpr (std::is_same_v<S, float>) {
+      if (state != StateDtype::kFloat) {
+        point_at_compact_state(span, state, square_avg, std::nullopt, grad_avg, momentum_buffer);
+      }
+    }
     spans.push_back(span);
   };
   switch (storage_of(param)) {

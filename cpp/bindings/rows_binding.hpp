@@ -47,7 +47,7 @@ struct RowGroup {
            const std::optional<py::array>& grad_avg,
            const std::optional<py::array>& momentum_buffer,
            const std::optional<py::array>& master_param, long long step,
-           std::uint64_t rounding_stream);
+           std::uint64_t rounding_stream, StateDtype state);
   std::size_t elements() const;  // gradient elements: the work a step does
   bool grads_finite() const;     // call without the GIL
   void run(const Options& options) const;  // call without the GIL

@@ -155,6 +155,37 @@ const P* merged_row(const RowSparseSpan<P, StateT<P>>& t, const RowPlan& plan, s
   return out;
 }
 
+// The buffers of a tensor with compact state. Only bfloat16 state is element-wise: 8-bit state
+// shares one scale per block of 256 elements, the largest v of the block, so a lazy update of
+// some rows would re-quantize the untouched rows of their blocks.
+template <class P>
+void check_compact_rows(const Options& options, const RowSparseSpan<P, StateT<P>>& t,
+                        std::size_t k) {
+  if (t.state_dtype == StateDtype::kEightBit) {
+    throw std::invalid_argument(
+        describe(k) + ": 8-bit state cannot be updated row by row (a block's scale depends on "
+        "all 256 of its elements, so untouched rows would be re-quantized); use bfloat16 or "
+        "float state, or a dense gradient");
+  }
+  if (t.state_dtype != StateDtype::kBfloat16) {
+    throw std::invalid_argument(describe(k) + ": unknown state_dtype");
+  }
+  if (!std::is_same_v<StateT<P>, float>) {
+    throw std::invalid_argument(describe(k) + ": bfloat16 state needs float32, float16 or "
+                                "bfloat16 params; float64 params keep float64 state");
+  }
+  const CompactState& c = t.compact;
+  if (!t.param || !c.square_avg) {
+    throw std::invalid_argument(describe(k) + ": param and the bfloat16 square_avg are required");
+  }
+  if (options.centered && !c.grad_avg) {
+    throw std::invalid_argument(describe(k) + ": centered=True needs a grad_avg buffer");
+  }
+  if (options.momentum != 0.0 && !c.momentum_buffer) {
+    throw std::invalid_argument(describe(k) + ": momentum > 0 needs a momentum_buffer");
+  }
+}
+
 // Checks every tensor (buffers only when options are given) and plans its rows; throws
 // before anything is written.
 template <class P>
@@ -172,6 +203,10 @@ const std::vector<RowPlan>& checked_plans(const Options* options,
     plan_rows(t, k, w, plans[k]);
     if (t.count == 0) continue;
     if (t.row_size == 0 || options == nullptr) continue;
+    if (t.state_dtype != StateDtype::kFloat) {
+      check_compact_rows(*options, t, k);
+      continue;
+    }
     if (!t.param || !t.square_avg) {
       throw std::invalid_argument(describe(k) + ": param and square_avg are required");
     }
@@ -229,13 +264,20 @@ void step_rows_impl(const Options& options, const RowSparseSpan<P, StateT<P>>* t
       return buffer ? buffer + offset : nullptr;
     };
     const std::size_t unique = plan.rows.size();
+    const bool compact = t.state_dtype != StateDtype::kFloat;
     for_each_row<P>(unique, n, [&](std::size_t j, Scratch<P>& scratch) {
       if (j + kPrefetchRows < unique) {
         const std::size_t ahead = static_cast<std::size_t>(plan.rows[j + kPrefetchRows]) * n;
         prefetch_row(t.param + ahead, n);
-        prefetch_row(t.square_avg + ahead, n);
-        prefetch_row(at(t.grad_avg, ahead), n);
-        prefetch_row(at(t.momentum_buffer, ahead), n);
+        if (compact) {
+          prefetch_row(t.compact.square_avg + ahead, n);
+          prefetch_row(at(t.compact.grad_avg, ahead), n);
+          prefetch_row(at(t.compact.momentum_buffer, ahead), n);
+        } else {
+          prefetch_row(at(t.square_avg, ahead), n);
+          prefetch_row(at(t.grad_avg, ahead), n);
+          prefetch_row(at(t.momentum_buffer, ahead), n);
+        }
         prefetch_row(at(t.master_param, ahead), n);
         prefetch_row(t.values + plan.first[j + kPrefetchRows] * n, n);
       }
@@ -245,7 +287,7 @@ void step_rows_impl(const Options& options, const RowSparseSpan<P, StateT<P>>* t
       TensorSpan<P, T> row;
       row.param = t.param + offset;
       row.grad = merged_row(t, plan, j, scratch);
-      row.square_avg = t.square_avg + offset;
+      row.square_avg = at(t.square_avg, offset);
       row.grad_avg = options.centered ? at(t.grad_avg, offset) : nullptr;
       row.momentum_buffer = options.momentum > 0.0 ? at(t.momentum_buffer, offset) : nullptr;
       row.master_param = at(t.master_param, offset);
@@ -253,6 +295,18 @@ void step_rows_impl(const Options& options, const RowSparseSpan<P, StateT<P>>* t
       row.step = t.step;
       row.rounding_stream = t.rounding_stream;
       row.index_offset = offset;
+      if (compact) {
+        // Element-wise bfloat16 state: the row's slice of each buffer, rounded with the noise
+        // of its elements' whole-tensor indices (index_offset), as in a dense step.
+        row.square_avg = nullptr;
+        row.grad_avg = nullptr;
+        row.momentum_buffer = nullptr;
+        row.state_dtype = t.state_dtype;
+        row.compact.square_avg = t.compact.square_avg + offset;
+        row.compact.grad_avg = options.centered ? at(t.compact.grad_avg, offset) : nullptr;
+        row.compact.momentum_buffer =
+            options.momentum > 0.0 ? at(t.compact.momentum_buffer, offset) : nullptr;
+      }
       kernel(variant, coefficients, row, 0, n);
     });
   }

@@ -62,8 +62,10 @@ class RowGrad:
     then rounded once to the param's dtype). The step is then bit for bit the dense step
     whose gradient holds those sums in the named rows, restricted to those rows; every option
     (momentum, centered, presets, weight decay, bias correction, 16-bit params, stochastic
-    rounding, grad_scale, skip_if_nonfinite) acts as in that dense step. Cost is
-    proportional to the number of indices, not to R.
+    rounding, grad_scale, skip_if_nonfinite, ``state_dtype="bfloat16"``) acts as in that
+    dense step. 8-bit state is refused (ValueError): a block's scale depends on all its 256
+    elements, so a row update would re-quantize untouched rows. Cost is proportional to the
+    number of indices, not to R.
 
     Args:
         indices: the k row numbers, a 1-D array (or sequence) of any integer dtype; stored as

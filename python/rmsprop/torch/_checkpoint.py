@@ -36,7 +36,7 @@ def load_state_dict(optimizer: RMSprop, state_dict: Mapping[str, Any]) -> None:
             f"state_dict has {len(saved_groups)} param groups, this optimizer has {len(groups)}"
         )
     merged_groups = []
-    slot_of: dict[Any, tuple[int, Slot]] = {}
+    slot_of: dict[Any, tuple[int, Slot, str]] = {}
     index = 0
     for k, (saved, group, cache) in enumerate(zip(saved_groups, groups, optimizer._groups)):
         if not isinstance(saved, Mapping) or "params" not in saved:
@@ -47,13 +47,23 @@ def load_state_dict(optimizer: RMSprop, state_dict: Mapping[str, Any]) -> None:
                 f"param group {k} of state_dict has {len(saved_ids)} params, this optimizer's "
                 f"has {len(group['params'])}"
             )
-        for saved_id, slot in zip(saved_ids, cache.slots):
-            slot_of[saved_id] = (index, slot)
-            index += 1
+        # torch.optim.RMSprop saves no state_dtype: its state is float, as ours with "float32".
+        saved_storage = saved.get("state_dtype", "float32")
+        if saved_storage != group["state_dtype"]:
+            origin = "" if "state_dtype" in saved else " (it has no state_dtype key: float state)"
+            raise ValueError(
+                f"param group {k} of state_dict was saved with state_dtype={saved_storage!r}"
+                f"{origin}, this optimizer's uses state_dtype={group['state_dtype']!r}; its "
+                "state cannot be loaded here. Create the optimizer with "
+                f"state_dtype={saved_storage!r} to load it"
+            )
         # Keys torch.optim.RMSprop does not save (ours) keep their current values.
         merged = {**group, **{key: deepcopy(v) for key, v in saved.items() if key != "params"}}
         merged["params"] = group["params"]
         check_torch_options(merged, f"param group {k} of state_dict")
+        for saved_id, slot in zip(saved_ids, cache.slots):
+            slot_of[saved_id] = (index, slot, merged["state_dtype"])
+            index += 1
         merged_groups.append(merged)
     saved_state = state_dict["state"]
     if not isinstance(saved_state, Mapping):
@@ -62,14 +72,14 @@ def load_state_dict(optimizer: RMSprop, state_dict: Mapping[str, Any]) -> None:
     for key, entry in saved_state.items():
         if key not in slot_of:
             raise ValueError(f"state_dict['state'] has an entry {key!r} that no param group lists")
-        index, slot = slot_of[key]
+        index, slot, storage = slot_of[key]
         where = f"state_dict['state'][{key!r}] (for {describe(index, optimizer._names)})"
-        entries[index] = checked_entry(entry, slot.param, where)
+        entries[index] = checked_entry(entry, slot.param, where, storage)
     # Everything fits: from here on nothing fails.
     index = 0
-    for cache in optimizer._groups:
+    for cache, merged in zip(optimizer._groups, merged_groups):
         for slot in cache.slots:
-            slot.install(entries.get(index, {}), optimizer.state)
+            slot.install(entries.get(index, {}), optimizer.state, merged["state_dtype"])
             index += 1
     for group, merged in zip(groups, merged_groups):
         group.clear()

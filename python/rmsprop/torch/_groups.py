@@ -40,13 +40,15 @@ def check_torch_options(group: dict[str, Any], where: str) -> None:
             "updates memory outside autograd. Use torch.optim.RMSprop for that"
         )
     check_group_options(core_options(group), where)
-    storage = group.get("state_dtype", "float32")
+    storage = group["state_dtype"]
     if storage != "float32":
-        raise ValueError(
-            f"{where}: state_dtype={storage!r} is not supported by rmsprop.torch.RMSprop, whose "
-            "state is torch float tensors in torch's layout (checkpoints, state[param]); use "
-            "state_dtype='float32' here, or rmsprop.RMSprop for bfloat16/8-bit state"
-        )
+        for k, param in enumerate(group.get("params", ())):
+            if isinstance(param, torch.Tensor) and param.dtype == torch.float64:
+                raise TypeError(
+                    f"{where}: params[{k}] is float64, whose state stays float64; "
+                    f"state_dtype={storage!r} is for float32, float16 and bfloat16 params "
+                    "(put float64 params in a group with state_dtype='float32')"
+                )
 
 
 def core_options(group: dict[str, Any]) -> dict[str, Any]:
@@ -72,8 +74,9 @@ class Group:
 
 
 def buffer_keys(group: dict[str, Any]) -> list[str]:
-    """The state buffers a group's options need (the core refuses a step that lacks one)."""
-    keys = ["square_avg"]
+    """The state buffers a group's options need (the core refuses a step that lacks one);
+    square_avg_scale is made only for params whose state is 8-bit."""
+    keys = ["square_avg", "square_avg_scale"]
     if group["momentum"] > 0:
         keys.append("momentum_buffer")
     if group["centered"]:

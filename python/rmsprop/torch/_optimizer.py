@@ -53,6 +53,10 @@ class RMSprop(Optimizer):
         eps_in_sqrt, lr_in_momentum, nesterov, decoupled_weight_decay, bias_correction,
             initial_square_avg, grad_scale, master_weights, stochastic_rounding, rounding_seed,
             preset: as in :class:`rmsprop.RMSprop`.
+        state_dtype: "float32" (default), "bfloat16" or "8bit", per group, as in
+            :class:`rmsprop.RMSprop`. ``state[p]`` then holds torch.bfloat16 tensors, and for
+            8-bit ``square_avg`` a torch.uint8 tensor plus its float32 ``square_avg_scale``
+            (params under 4096 elements keep float32 state); all share the core's memory.
         skip_if_nonfinite: skip the whole step when any gradient holds inf or NaN; then
             ``last_step_skipped`` is True.
 
@@ -91,6 +95,7 @@ class RMSprop(Optimizer):
         master_weights: bool = UNSET,
         stochastic_rounding: bool = UNSET,
         rounding_seed: int = UNSET,
+        state_dtype: str = UNSET,
         skip_if_nonfinite: bool = False,
         preset: str | None = None,
     ) -> None:
@@ -112,6 +117,7 @@ class RMSprop(Optimizer):
             "master_weights": master_weights,
             "stochastic_rounding": stochastic_rounding,
             "rounding_seed": rounding_seed,
+            "state_dtype": state_dtype,
         }
         ours = resolve_defaults(preset, {k: v for k, v in given.items() if v is not UNSET})
         torch_only = {
@@ -349,8 +355,9 @@ class RMSprop(Optimizer):
         if published is None:
             slot.reset(self.state)
             return
-        entry = checked_entry(published, slot.param, f"state of {describe(index, self._names)}")
-        slot.install(entry, self.state)
+        storage = group["state_dtype"]
+        where = f"state of {describe(index, self._names)}"
+        slot.install(checked_entry(published, slot.param, where, storage), self.state, storage)
 
     # ------------------------------------------------------------------ checkpoints
 

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._buffers import STATE_KEYS, aligned_full, is_sixteen_bit, state_dtype
+from .._buffers import STATE_KEYS, aligned_full, is_sixteen_bit, new_state_buffer, state_layout
 from .._checkpoint import MAX_STEP
 from ._tensors import array_of, state_tensor
 
@@ -64,8 +64,10 @@ class Slot:
             self.core[key] = aligned_full(view, 0.0, np.float32)
             np.copyto(self.core[key], view.astype(np.float32))
             return True
-        fill = group["initial_square_avg"] if key == "square_avg" else 0.0
-        self.core[key] = aligned_full(view, fill, state_dtype(view))
+        storage = group["state_dtype"]
+        if key not in state_layout(view, storage):
+            return False  # square_avg_scale: 8-bit state only
+        self.core[key] = new_state_buffer(view, key, storage, group["initial_square_avg"])
         return True
 
     def reset(self, state: dict[Any, Any]) -> None:
@@ -76,22 +78,24 @@ class Slot:
         self.ids = ()
         state.pop(self.param, None)
 
-    def install(self, entry: Mapping[str, Any], state: dict[Any, Any]) -> None:
+    def install(self, entry: Mapping[str, Any], state: dict[Any, Any], storage: str) -> None:
         """Copy a checked entry (see ``checked_entry``) into this slot's own buffers."""
         if not entry:
             self.reset(state)
             return
+        layout = state_layout(self.view, storage)
         core: dict[str, Any] = {"step": entry["step"]}
         for key in STATE_KEYS:
             if key not in entry:
                 continue
+            shape, dtype = (self.view.shape, np.float32) if key == "master_param" else layout[key]
             buffer = self.core.get(key)
-            if buffer is None or buffer.shape != self.view.shape:
-                dtype = np.float32 if key == "master_param" else state_dtype(self.view)
-                buffer = aligned_full(self.view, 0.0, dtype)
-            # copy_ casts (a 16-bit state saved by torch becomes our float32) and brings
-            # values from any device; the buffer keeps its memory.
-            torch.from_numpy(buffer).copy_(entry[key])
+            if buffer is None or buffer.shape != shape or buffer.dtype != dtype:
+                buffer = aligned_full(np.empty(shape, np.uint8), 0.0, dtype)
+            # copy_ casts float state (a 16-bit state saved by torch becomes our float32) and
+            # brings values from any device; compact state was checked to have its exact dtype,
+            # so its bits are copied unchanged. The buffer keeps its memory.
+            state_tensor(buffer).copy_(entry[key])
             core[key] = buffer
         self.core.clear()
         self.core.update(core)
@@ -121,11 +125,14 @@ def _step_count(value: Any, where: str) -> int:
     return int(value)
 
 
-def checked_entry(entry: Any, param: torch.Tensor, where: str) -> dict[str, Any]:
-    """A saved state entry for ``param``, checked: raises naming ``where`` if it does not fit.
+def checked_entry(entry: Any, param: torch.Tensor, where: str, storage: str) -> dict[str, Any]:
+    """A saved state entry for ``param`` under ``storage`` (its group's state_dtype), checked:
+    raises naming ``where`` if it does not fit.
 
-    Accepts what torch.optim.RMSprop saves (16-bit state of 16-bit params, a float step
-    tensor) and what ours saves; returns ``{}`` for an empty entry.
+    With float state, accepts what torch.optim.RMSprop saves (16-bit state of 16-bit params, a
+    float step tensor) and what ours saves. Compact state must have its exact dtype and shape
+    (bfloat16 tensors, uint8 codes, float32 block scales), as ``state_dict()`` gives it.
+    Returns ``{}`` for an empty entry.
     """
     if not isinstance(entry, Mapping):
         raise ValueError(f"{where} must be a dict, got {type(entry).__name__}")
@@ -137,31 +144,69 @@ def checked_entry(entry: Any, param: torch.Tensor, where: str) -> dict[str, Any]
         )
     if not entry:
         return {}
-    for key in ("step", "square_avg"):
+    view = array_of(param)
+    layout = state_layout(view, storage)
+    for key in ("step", *(k for k in ("square_avg", "square_avg_scale") if k in layout)):
         if key not in entry:
-            raise ValueError(f"{where} lacks {key!r}")
+            raise ValueError(f"{where} lacks {key!r}, which state_dtype={storage!r} state keeps")
     checked: dict[str, Any] = {"step": _step_count(entry["step"], where)}
     for key in STATE_KEYS:
         if key not in entry:
             continue
-        value = entry[key]
-        if isinstance(value, np.ndarray):
-            value = torch.from_numpy(value) if value.dtype.kind == "f" else value
-        if not isinstance(value, torch.Tensor):
-            raise TypeError(f"{where}[{key!r}] must be a tensor, got {type(value).__name__}")
-        if not value.is_floating_point() or value.layout != torch.strided:
+        if key == "master_param":
+            if not is_sixteen_bit(view.dtype):
+                raise ValueError(f"{where} has a master_param, but the param is {param.dtype}")
+            shape, dtype = view.shape, np.dtype(np.float32)
+        elif key in layout:
+            shape, dtype = layout[key]
+        else:
+            raise ValueError(
+                f"{where}[{key!r}] does not belong to state_dtype={storage!r} state of a param "
+                f"of {param.numel()} elements; the entry was saved with another state_dtype"
+            )
+        value = _as_tensor(entry[key], f"{where}[{key!r}]")
+        if value.device.type == "meta":
+            raise ValueError(f"{where}[{key!r}] is on the meta device: it holds no values")
+        if key == "square_avg_scale" or dtype not in (np.float32, np.float64):
+            expected = _COMPACT_TORCH_DTYPES[(key == "square_avg_scale", np.dtype(dtype))]
+            if value.dtype != expected or value.layout != torch.strided:
+                raise TypeError(
+                    f"{where}[{key!r}] is {value.dtype} ({value.layout}); with "
+                    f"state_dtype={storage!r} it is a dense {expected} tensor, as "
+                    "state_dict() saves it"
+                )
+        elif not value.is_floating_point() or value.layout != torch.strided:
             raise TypeError(
                 f"{where}[{key!r}] must be a dense floating-point tensor, got {value.dtype} "
                 f"({value.layout})"
             )
-        if value.device.type == "meta":
-            raise ValueError(f"{where}[{key!r}] is on the meta device: it holds no values")
-        if value.shape != param.shape:
-            raise ValueError(
-                f"{where}[{key!r}] has shape {tuple(value.shape)}, the param has "
-                f"{tuple(param.shape)}"
+        if tuple(value.shape) != tuple(shape):
+            needs = (
+                f"it needs {tuple(shape)}, one scale per 256 elements"
+                if key == "square_avg_scale"
+                else f"the param has {tuple(param.shape)}"
             )
-        if key == "master_param" and not is_sixteen_bit(array_of(param).dtype):
-            raise ValueError(f"{where} has a master_param, but the param is {param.dtype}")
+            raise ValueError(f"{where}[{key!r}] has shape {tuple(value.shape)}, {needs}")
         checked[key] = value
     return checked
+
+
+#: The torch dtype of each compact state buffer, by (is it the scales, the core's NumPy dtype).
+_COMPACT_TORCH_DTYPES = {
+    (False, np.dtype(np.uint16)): torch.bfloat16,
+    (False, np.dtype(np.uint8)): torch.uint8,
+    (True, np.dtype(np.float32)): torch.float32,
+}
+
+
+def _as_tensor(value: Any, where: str) -> torch.Tensor:
+    """A saved buffer as a tensor: NumPy arrays (a rmsprop.RMSprop state dict) are viewed,
+    their uint16 bfloat16 bits as torch.bfloat16."""
+    if isinstance(value, np.ndarray):
+        if value.dtype == np.uint16:
+            value = torch.from_numpy(value.view(np.int16)).view(torch.bfloat16)
+        elif value.dtype.kind == "f" or value.dtype == np.uint8:
+            value = torch.from_numpy(value)
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{where} must be a tensor, got {type(value).__name__}")
+    return value

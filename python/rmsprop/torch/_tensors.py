@@ -141,7 +141,13 @@ def grad_view(param: torch.Tensor, grad: Any, where: str) -> np.ndarray | RowGra
 
 
 def state_tensor(array: np.ndarray) -> torch.Tensor:
-    """The torch tensor users see in ``optimizer.state``: it shares the core buffer's memory."""
-    if array.dtype == np.float32 or array.dtype == np.float64:
+    """The torch tensor users see in ``optimizer.state``: it shares the core buffer's memory.
+
+    The core keeps bfloat16 state as uint16 bit patterns; torch has no uint16 view to bfloat16,
+    so the bits go through int16 (same width, same bytes).
+    """
+    if array.dtype == np.uint16:
+        return torch.from_numpy(array.view(np.int16)).view(torch.bfloat16)
+    if array.dtype in (np.float32, np.float64, np.uint8):
         return torch.from_numpy(array)
-    raise TypeError(f"internal: state buffers are float32/float64, got {array.dtype}")
+    raise TypeError(f"internal: state buffers are float, bfloat16 bits or codes, got {array.dtype}")
