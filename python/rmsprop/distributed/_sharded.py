@@ -218,8 +218,11 @@ class ShardedRMSprop:
 
     def _apply(self, grads: list[np.ndarray | None]) -> bool | None:
         folds = self._folds()
-        reduced = self._exchange.reduce(
-            grads, [folds[self._group_of[c.param]] for c in self._pieces]
+        # The finite check needs the materialized sum; otherwise the step sums as it reads.
+        reduced, addends = self._exchange.reduce(
+            grads,
+            [folds[self._group_of[c.param]] for c in self._pieces],
+            fuse=not self.skip_if_nonfinite,
         )
         if self.skip_if_nonfinite:
             finite = all(bool(np.isfinite(r).all()) for r in reduced if r is not None)
@@ -242,7 +245,7 @@ class ShardedRMSprop:
             groups.append(local)
         if self._pieces:
             result = _core.step_optimizer(
-                groups, reduced, self._piece_states, False, False, self._placement
+                groups, reduced, self._piece_states, False, False, self._placement, addends
             )
             if result != 0:
                 raise RuntimeError(f"internal: the core returned {result}")
