@@ -1,11 +1,14 @@
 """ZeRO-1 step time over MPI, side by side with the usual data-parallel recipe and the raw
 collectives, plus the ways of gathering params and the optimizer state per rank.
 
-Run: python bench/bench_distributed.py [--quick] [--ranks 2 4]
+Run: python bench/bench_distributed.py [--quick] [--ranks 2 4] [--state-dtype 8bit]
 (launches `mpiexec -n N python -m mpi4py bench/bench_distributed.py --worker` per N; one
 thread per rank; 4 ranks oversubscribe a 2-core machine). Every competitor runs once per round,
 rounds interleaved, after a warm-up; each call starts after a barrier and counts as the slowest
-rank's time; medians are reported and ratios are taken within one run.
+rank's time; medians are reported and ratios are taken within one run. --state-dtype gives
+every optimizer of the run that state storage (results then go to
+distributed_results_<state_dtype>.json) and reports the state bytes per rank against a
+single-process optimizer with float32 state as well.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ CASES: dict[str, Callable[[], list[tuple[int, ...]]]] = {
 }
 
 
-def worker(case: str, rounds: int) -> dict[str, Any]:
+def worker(case: str, rounds: int, state_dtype: str = "float32") -> dict[str, Any]:
     from mpi4py import MPI
 
     import rmsprop
@@ -47,14 +50,15 @@ def worker(case: str, rounds: int) -> dict[str, Any]:
     rng = np.random.default_rng(rank)
     grads = [rng.standard_normal(s).astype(np.float32) for s in shapes]
     user = [np.random.default_rng(0).standard_normal(s).astype(np.float32) for s in shapes]
-    zero = ShardedRMSprop([p.copy() for p in user], comm, lr=1e-4)
-    zero_packed = ShardedRMSprop(packed_copies(user), comm, lr=1e-4)
+    storage = {"state_dtype": state_dtype}
+    zero = ShardedRMSprop([p.copy() for p in user], comm, lr=1e-4, **storage)
+    zero_packed = ShardedRMSprop(packed_copies(user), comm, lr=1e-4, **storage)
     assert zero_packed._exchange.packed
     ex = zero._exchange
     layout, cuts = ex.layout, ex.layout.byte_cuts
 
     # (a) The usual recipe: pack the grads, Allreduce them, full local step on every rank.
-    recipe = rmsprop.RMSprop([p.copy() for p in user], lr=1e-4)
+    recipe = rmsprop.RMSprop([p.copy() for p in user], lr=1e-4, **storage)
     offsets = np.cumsum([0] + [g.size for g in grads])
     flat_grad = np.zeros(offsets[-1], np.float32)
     grad_views = [flat_grad[a:b].reshape(s) for a, b, s in zip(offsets, offsets[1:], shapes)]
@@ -70,7 +74,7 @@ def worker(case: str, rounds: int) -> dict[str, Any]:
     # copies of the arrays: no checks, no sum, no step.
     spare_grads = [g.copy().reshape(-1) for g in grads]
     targets = [p.copy() for p in user]
-    spare = ShardedRMSprop(targets, comm, lr=1e-4)._exchange
+    spare = ShardedRMSprop(targets, comm, lr=1e-4, **storage)._exchange
 
     def raw_collectives() -> None:
         move(spare.comm, spare.reduce_transfers(spare_grads))
@@ -79,8 +83,10 @@ def worker(case: str, rounds: int) -> dict[str, Any]:
     # The local step on this rank's shard (1/N of the params) and on everything.
     pieces = [np.zeros(c.size, np.float32) for c in ex.pieces]
     piece_grads = [np.ones(c.size, np.float32) for c in ex.pieces]
-    shard_opt = rmsprop.RMSprop(pieces, lr=1e-4) if pieces else None
-    full_opt = rmsprop.RMSprop([p.copy() for p in user], lr=1e-4)
+    # (Pieces of a tensor stepped alone decide 8-bit state by their own size: close enough
+    # for the time of the local step, which the sharder's own measurement does not need.)
+    shard_opt = rmsprop.RMSprop(pieces, lr=1e-4, **storage) if pieces else None
+    full_opt = rmsprop.RMSprop([p.copy() for p in user], lr=1e-4, **storage)
 
     def shard_step() -> None:
         if shard_opt is not None:
@@ -142,6 +148,9 @@ def worker(case: str, rounds: int) -> dict[str, Any]:
         "gather_derived_types": gather_derived,
         "gather_allgatherv": gather_allgatherv,
     }
+    if state_dtype != "float32":  # the same sharder with float32 state, interleaved
+        zero_float32 = ShardedRMSprop([p.copy() for p in user], comm, lr=1e-4)
+        competitors["zero1_float32_state"] = lambda: zero_float32.step(grads)
     for run in competitors.values():  # warm-up: state allocation, page faults
         comm.Barrier()
         run()
@@ -154,17 +163,30 @@ def worker(case: str, rounds: int) -> dict[str, Any]:
             times[name][r] = time.perf_counter() - start
     for name in times:  # a collective step lasts as long as its slowest rank
         comm.Allreduce(MPI.IN_PLACE, times[name], op=MPI.MAX)
-    single_state = sum(v.nbytes for s in full_opt.state for v in s.values() if hasattr(v, "nbytes"))
+
+    def state_bytes(opt: rmsprop.RMSprop) -> int:
+        return sum(v.nbytes for s in opt.state for v in s.values() if hasattr(v, "nbytes"))
+
+    single_state = state_bytes(full_opt)
+    if state_dtype == "float32":
+        float32_state = single_state
+    else:  # one step of a float32-state optimizer creates the state to compare with
+        float_opt = rmsprop.RMSprop([p.copy() for p in user], lr=1e-4)
+        float_opt.step(grads)
+        float32_state = state_bytes(float_opt)
+        del float_opt
     state = comm.gather(zero.state_bytes(), root=0)
     for kind in types:
         kind.Free()
     return {
         "case": case,
         "ranks": ranks,
+        "state_dtype": state_dtype,
         "elements": int(sum(int(np.prod(s)) for s in shapes)),
         "median_s": {name: float(statistics.median(t)) for name, t in times.items()},
         "state_bytes_per_rank": state,
         "single_process_state_bytes": int(single_state),
+        "single_process_float32_state_bytes": int(float32_state),
     }
 
 
@@ -174,8 +196,9 @@ def report(results: list[dict[str, Any]]) -> list[str]:
         m = res["median_s"]
         ranks = res["ranks"]
         ms = {k: 1e3 * v for k, v in m.items()}
+        storage = res.get("state_dtype", "float32")
         lines.append(
-            f"{res['case']} ({res['elements'] / 1e6:.1f}M float32), {ranks} ranks"
+            f"{res['case']} ({res['elements'] / 1e6:.1f}M float32, {storage} state), {ranks} ranks"
             + (" (oversubscribed: 4 ranks on 2 cores)" if ranks > (os.cpu_count() or 1) else "")
         )
         for name, value in ms.items():
@@ -184,6 +207,10 @@ def report(results: list[dict[str, Any]]) -> list[str]:
         zero, recipe, pieces = m["zero1"], m["allreduce_recipe"], m["gather_pieces"]
         packed = m["zero1_packed_params"]
         lines.append(f"  zero1 / allreduce_recipe            {zero / recipe:.2f}")
+        if "zero1_float32_state" in m:
+            lines.append(
+                f"  zero1 / zero1_float32_state         {zero / m['zero1_float32_state']:.2f}"
+            )
         lines.append(f"  zero1_packed / allreduce_recipe     {packed / recipe:.2f}")
         lines.append(f"  zero1 / (collectives + shard step)  {zero / bound:.2f}")
         packed_bound = m["raw_collectives_packed"] + m["shard_step"]
@@ -194,10 +221,17 @@ def report(results: list[dict[str, Any]]) -> list[str]:
             + ", ".join(f"{o} {m['gather_' + o] / pieces:.2f}" for o in others)
         )
         worst = max(res["state_bytes_per_rank"])
-        lines.append(
+        single = res["single_process_state_bytes"]
+        float32 = res.get("single_process_float32_state_bytes", single)
+        line = (
             f"  state bytes per rank (max) {worst / 1e6:.1f} MB = "
-            f"{worst / res['single_process_state_bytes']:.3f} x single-process"
+            f"{worst / single:.3f} x single-process {storage} state ({single / 1e6:.1f} MB)"
         )
+        if storage != "float32":
+            line += (
+                f", {worst / float32:.3f} x single-process float32 state ({float32 / 1e6:.1f} MB)"
+            )
+        lines.append(line)
     return lines
 
 
@@ -207,14 +241,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ranks", type=int, nargs="+", default=[2, 4])
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--cases", nargs="+", default=list(CASES))
-    parser.add_argument("--out", default=str(HERE / "distributed_results.json"))
+    parser.add_argument("--state-dtype", default="float32", choices=["float32", "bfloat16", "8bit"])
+    parser.add_argument("--out", default=None)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     rounds = args.rounds or (2 if args.quick else 15)
     if args.worker:
         from mpi4py import MPI
 
-        results = [worker(case, rounds) for case in args.cases]
+        results = [worker(case, rounds, args.state_dtype) for case in args.cases]
         if MPI.COMM_WORLD.Get_rank() == 0:
             print("RESULT " + json.dumps(results), flush=True)
         return 0
@@ -224,13 +259,16 @@ def main(argv: list[str] | None = None) -> int:
     results: list[dict[str, Any]] = []
     for ranks in args.ranks:
         command = [launcher, "-n", str(ranks), sys.executable, "-m", "mpi4py", __file__,
-                   "--worker", "--rounds", str(rounds), "--cases", *args.cases]  # fmt: skip
+                   "--worker", "--rounds", str(rounds), "--cases", *args.cases,
+                   "--state-dtype", args.state_dtype]  # fmt: skip
         out = subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
         line = next(x for x in out.splitlines() if x.startswith("RESULT "))
         results += json.loads(line[len("RESULT ") :])
     print("\n".join(report(results)))
     if not args.quick:
-        Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
+        suffix = "" if args.state_dtype == "float32" else f"_{args.state_dtype}"
+        out = Path(args.out or HERE / f"distributed_results{suffix}.json")
+        out.write_text(json.dumps(results, indent=1) + "\n")
     return 0
 
 

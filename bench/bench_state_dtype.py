@@ -11,6 +11,10 @@ Usage:
     python bench/bench_state_dtype.py                       # speed, 2 threads (~3 min)
     python bench/bench_state_dtype.py --quality             # plus the quality table
     python bench/bench_state_dtype.py --json out.json --check
+    python bench/bench_state_dtype.py --sizes 64K --threads 1   # in cache: compute cost alone
+
+The floor under every variant is the divider (sqrt and division per element, SPEC §2):
+bench/divider_floor.cpp measures it alone.
 """
 
 from __future__ import annotations
@@ -186,7 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"rmsprop {rmsprop.__version__}, isa {rmsprop.config()['isa']}, {args.threads} threads")
     rows = []
     for size in args.sizes:
-        shapes = shapes_transformer_like() if size == "list160" else [(16 << 20,)]
+        sizes = {"16M": [(16 << 20,)], "64K": [(1 << 16,)]}  # 64K: in cache, the compute cost
+        shapes = shapes_transformer_like() if size == "list160" else sizes[size]
         rows += bench(size, shapes, args.budget)
     print_rows(rows)
     results = evaluate_targets(rows) if "16M" in args.sizes else []

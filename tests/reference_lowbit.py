@@ -37,9 +37,11 @@ def hash32(x: np.ndarray) -> np.ndarray:
     return x ^ (x >> np.uint32(16))
 
 
-def state_noise(seed: int, stream: int, step: int, size: int, buffer: str) -> np.ndarray:
+def state_noise(
+    seed: int, stream: int, step: int, size: int, buffer: str, first: int = 0
+) -> np.ndarray:
     """Uniform numbers in [0, 1) (multiples of 2^-16) rounding ``buffer`` of elements
-    0..size-1 of tensor ``stream`` at ``step``: the element's 32-bit hash under the buffer's key
+    first..first+size-1 of tensor ``stream`` at ``step``: the element's 32-bit hash under the buffer's key
     (mix64 of the rounding key and a salt), low 16 bits for square_avg and grad_avg, high 16
     for momentum_buffer."""
     key = mix64(np.uint64(seed))
@@ -47,7 +49,7 @@ def state_noise(seed: int, stream: int, step: int, size: int, buffer: str) -> np
     key = mix64(key ^ np.uint64(step))
     salt = GRAD_AVG_SALT if buffer == "grad_avg" else STATE_SALT
     key = int(mix64(key ^ np.uint64(salt)))
-    e = np.arange(size, dtype=np.uint64)
+    e = np.arange(size, dtype=np.uint64) + np.uint64(first)
     low = (e & np.uint64(0xFFFFFFFF)).astype(np.uint32)
     high = (e >> np.uint64(32)).astype(np.uint32)
     with np.errstate(over="ignore"):

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 WORKER = Path(__file__).resolve().parent / "mpi" / "worker.py"
+COMPACT_WORKER = WORKER.with_name("compact_worker.py")
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 180  # seconds; 4 ranks oversubscribe 2 loaded cores, yet a run takes ~10-20 s
 
@@ -65,6 +66,17 @@ def test_sharded_steps_match_single_process(ranks: int) -> None:
     """Every dtype and option family, groups, empty shards, 1-2 threads, hostile input on one
     rank, mismatched construction, skip_if_nonfinite and resharding N -> 1..N and 1 -> N."""
     result = launch(ranks, "all")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    assert passed_ranks(result) == ranks, result.stdout
+
+
+@needs_mpi
+@pytest.mark.parametrize("ranks", [1, 2, 3, 4])
+def test_sharded_compact_state_matches_single_process(ranks: int) -> None:
+    """state_dtype "bfloat16" and "8bit": params, codes, scales and bfloat16 bits equal the
+    single-process optimizer's (float32/16-bit params, momentum, mixed groups, 1-2 threads,
+    pieces below 4096 elements of 8-bit tensors); refusals on every rank; resharding N -> M."""
+    result = launch(ranks, script=COMPACT_WORKER)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     assert passed_ranks(result) == ranks, result.stdout
 
@@ -133,7 +145,7 @@ def test_layout_covers_everything_once_in_bounded_aligned_shards(
     for rank in range(ranks):
         start, stop = plan.shard(rank)
         assert start <= stop <= total
-        assert stop - start <= math.ceil(total / ranks) + layout.CUT_UNIT
+        assert stop - start <= math.ceil(total / ranks) + layout.CUT_UNIT - 1
         assert start == covered  # contiguous, in rank order
         for piece in plan.pieces(rank):
             assert piece.begin % layout.CUT_UNIT == 0  # cut on the tensor's own 64-element grid
@@ -148,3 +160,34 @@ def test_layout_covers_everything_once_in_bounded_aligned_shards(
 def test_import_rmsprop_does_not_import_mpi4py() -> None:
     code = "import rmsprop, sys; assert 'mpi4py' not in sys.modules, 'mpi4py imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("ranks", [2, 3, 4, 7, 32])
+@pytest.mark.parametrize(
+    "sizes", [[5000], [4096, 100, 4097], [70_000, 3, 4096, 63, 300_001], [20_000, 37, 4096, 5]]
+)
+def test_layout_cuts_eight_bit_tensors_on_whole_blocks(sizes: list[int], ranks: int) -> None:
+    """Tensors with 8-bit state (here every one of >= 4096 elements) are cut on multiples of
+    256 from their start, so no block straddles two ranks; a range then exceeds ceil(total/N)
+    by at most 255 elements."""
+    layout = _layout_module()
+    unit = layout.EIGHT_BIT_CUT_UNIT
+    units = [unit if size >= 4096 else layout.CUT_UNIT for size in sizes]
+    plan = layout.Layout(sizes, [4] * len(sizes), ranks, units)
+    total = sum(sizes)
+    owners: dict[int, set[int]] = {}
+    covered = 0
+    for rank in range(ranks):
+        start, stop = plan.shard(rank)
+        assert start == covered and stop - start <= math.ceil(total / ranks) + unit - 1
+        for piece in plan.pieces(rank):
+            size = sizes[piece.param]
+            assert piece.begin % units[piece.param] == 0
+            assert piece.end % units[piece.param] == 0 or piece.end == size
+            owners.setdefault(piece.param, set()).add(rank)
+        covered = stop
+    assert covered == total
+    if ranks * unit > max(sizes):  # more ranks than blocks in every tensor: some own none
+        assert all(len(ranks_of) < ranks for ranks_of in owners.values())
+    with pytest.raises(ValueError, match="multiples of CUT_UNIT"):
+        layout.Layout(sizes, [4] * len(sizes), ranks, [100] * len(sizes))

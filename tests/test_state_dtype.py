@@ -360,3 +360,43 @@ def test_state_codec_docstring_example() -> None:
 
     result = doctest.testmod(rmsprop.state_codec, optionflags=doctest.ELLIPSIS, verbose=False)
     assert result.attempted > 0 and result.failed == 0
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_bfloat16_noise_across_a_2_to_the_32_index_boundary(
+    isa: str, threads: int, momentum: float
+) -> None:
+    """Blocks whose global element indices cross a multiple of 2^32 hash lane by lane (the
+    vector path counts hash inputs from the block's first element): a piece placed there (as
+    the sharder places pieces of huge tensors) gets exactly the reference noise."""
+    from rmsprop import _core
+
+    n, first, seed, alpha = 1000, 2**32 - 300, 11, 0.999
+    rng = np.random.default_rng(seed)
+    param = rng.standard_normal(n).astype(np.float32)
+    grad = rng.standard_normal(n).astype(np.float32)
+    v_old = np.float32(0.5)
+    state = {
+        "step": 4,
+        "square_avg": np.full(n, np.float32(v_old).view(np.uint32) >> 16, np.uint16),
+    }
+    if momentum:
+        state["momentum_buffer"] = np.zeros(n, np.uint16)
+    opts = {"lr": 1e-3, "alpha": alpha, "momentum": momentum, "rounding_seed": seed}
+    group = {
+        **RMSprop([param], state_dtype="bfloat16", **opts).param_groups[0],
+        "params": [param],
+    }
+    placement = [(0, first, first + n + 5)]
+    assert _core.step_optimizer([group], [grad], [state], False, False, placement) == 0
+    v_new = np.float32(alpha) * np.float32(v_old) + (np.float32(1 - alpha) * grad) * grad
+    u_v = ref.state_noise(seed=seed, stream=0, step=5, size=n, buffer="square_avg", first=first)
+    got = bfloat16_bits_to_float32(state["square_avg"])
+    assert np.array_equal(got, ref.bfloat16_stochastic(v_new, u_v))
+    if momentum:
+        m_new = grad / (np.sqrt(v_new) + np.float32(1e-8))
+        u_m = ref.state_noise(
+            seed=seed, stream=0, step=5, size=n, buffer="momentum_buffer", first=first
+        )
+        got_m = bfloat16_bits_to_float32(state["momentum_buffer"])
+        assert np.array_equal(got_m, ref.bfloat16_stochastic(m_new, u_m))

@@ -18,16 +18,15 @@ StateDtype state_dtype_from(py::handle obj, const char* where) {
                         "'8bit', got " + std::string(py::repr(obj)));
 }
 
-StateDtype tensor_state_dtype(StateDtype group, const py::array& param, const Namer& namer,
-                              long long index) {
+StateDtype tensor_state_dtype(StateDtype group, const py::array& param,
+                              std::size_t tensor_size, const Namer& namer, long long index) {
   if (group == StateDtype::kFloat) return group;
   if (storage_of(param) == Storage::kFloat64) {
     throw py::type_error(namer(Role::kParam, index) + " is float64, whose state stays float64; "
                          "state_dtype='bfloat16'/'8bit' is for float32, float16 and bfloat16 "
                          "params (use state_dtype='float32' for this group)");
   }
-  if (group == StateDtype::kEightBit &&
-      static_cast<std::size_t>(param.size()) < kEightBitMinElements) {
+  if (group == StateDtype::kEightBit && tensor_size < kEightBitMinElements) {
     return StateDtype::kFloat;
   }
   return group;

@@ -21,8 +21,10 @@ StateDtype state_dtype_from(py::handle obj, const char* where);
 
 // The storage of one tensor's state in a group with `group` state_dtype: tensors below
 // kEightBitMinElements keep float state under "8bit"; float64 params refuse compact state.
-StateDtype tensor_state_dtype(StateDtype group, const py::array& param, const Namer& namer,
-                              long long index);
+// `tensor_size` is the whole tensor's element count: param.size(), unless param is a shard
+// piece, which must store its state as the whole tensor would.
+StateDtype tensor_state_dtype(StateDtype group, const py::array& param,
+                              std::size_t tensor_size, const Namer& namer, long long index);
 
 // True for a uint16 or uint8 array: compact state met where float state is expected.
 bool holds_compact_state(py::handle obj);

@@ -30,8 +30,28 @@ void Parser::add_tensor(Group& out, long long index, py::handle param_obj, py::h
   py::array param = checked_array(param_obj, param_origin, namer, nullptr);
   add_interval(param, param_origin);
   keep_alive.push_back(param);
-  const StateDtype state = tensor_state_dtype(group_state, param, namer, index);
+  const auto piece_size = static_cast<std::uint64_t>(param.size());
+  if (placement && (placement->index_offset > placement->tensor_size ||
+                    piece_size > placement->tensor_size - placement->index_offset)) {
+    throw py::value_error("the placement of " + namer(Role::kParam, index) + " (offset " +
+                          std::to_string(placement->index_offset) + ", tensor size " +
+                          std::to_string(placement->tensor_size) + ") does not hold its " +
+                          std::to_string(piece_size) + " elements");
+  }
+  const StateDtype state = tensor_state_dtype(
+      group_state, param, placement ? placement->tensor_size : piece_size, namer, index);
   const bool compact = state != StateDtype::kFloat;
+  if (state == StateDtype::kEightBit && placement) {
+    // A piece owns whole blocks of its tensor (each block's scale comes from all of its
+    // elements), so it starts on a block border and ends on one or at the tensor's end.
+    const std::uint64_t end = placement->index_offset + piece_size;
+    if (placement->index_offset % kEightBitBlock != 0 ||
+        (end % kEightBitBlock != 0 && end != placement->tensor_size)) {
+      throw py::value_error("the placement of " + namer(Role::kParam, index) + " cuts an 8-bit "
+                            "block: with state_dtype='8bit' a piece spans whole blocks of 256 "
+                            "elements from its tensor's start (or ends at the tensor's end)");
+    }
+  }
   if (state == StateDtype::kEightBit && out.options.centered) {
     throw py::value_error("centered=True is not supported with state_dtype='8bit' (v - "
                           "grad_avg^2 cancels in 8 bits); use state_dtype='bfloat16'");
@@ -40,9 +60,6 @@ void Parser::add_tensor(Group& out, long long index, py::handle param_obj, py::h
     throw py::value_error(namer(Role::kGrad, index) + " is a RowGrad, but sparse row updates "
                           "support only state_dtype='float32'; use a dense gradient or "
                           "state_dtype='float32' for this param's group");
-  }
-  if (compact && placement) {
-    throw py::value_error("a placement (shard piece) supports only state_dtype='float32'");
   }
   const auto checked = [&](py::handle obj, Role role) {
     const Origin origin{role, index};
@@ -151,8 +168,9 @@ void Parser::add_tensor(Group& out, long long index, py::handle param_obj, py::h
     span.master_param = master_param ? data_of<S>(*master_param) : nullptr;
     span.size = static_cast<std::size_t>(param.size());
     span.step = step;
-    span.rounding_stream = placement ? placement->first : static_cast<std::uint64_t>(index);
-    span.index_offset = placement ? placement->second : 0;
+    span.rounding_stream =
+        placement ? placement->rounding_stream : static_cast<std::uint64_t>(index);
+    span.index_offset = placement ? placement->index_offset : 0;
     if constexpr (std::is_same_v<P, float> || std::is_same_v<P, double>) {
       if (!addend_arrays.empty()) {
         auto& lists = [this]() -> auto& {

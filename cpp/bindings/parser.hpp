@@ -9,7 +9,6 @@
 #include <cstdint>
 #include <list>
 #include <optional>
-#include <utility>
 #include <vector>
 
 #include "arrays.hpp"
@@ -20,6 +19,14 @@ namespace rmsprop {
 namespace bindings {
 
 namespace py = pybind11;
+
+// A shard piece's tensor: its rounding stream (the whole tensor's index), the piece's offset in
+// it, and the whole tensor's element count (which decides 8-bit versus float state).
+struct Placement {
+  std::uint64_t rounding_stream;
+  std::uint64_t index_offset;
+  std::uint64_t tensor_size;
+};
 
 struct Interval {
   std::uintptr_t begin;
@@ -55,9 +62,9 @@ struct Parser {
   std::vector<py::object> keep_alive;  // owns every array until the kernels are done
   std::vector<Interval> intervals;
   long long group = -1;  // the param group being parsed (the optimizer), else -1
-  // Where the next tensor sits in a larger one (rounding stream, index offset): set by the MPI
-  // sharder, whose shard pieces must draw the whole tensor's stochastic-rounding noise.
-  std::optional<std::pair<std::uint64_t, std::uint64_t>> placement;
+  // Where the next tensor sits in a larger one: set by the MPI sharder, whose shard pieces must
+  // draw the whole tensor's stochastic-rounding noise and get the whole tensor's state storage.
+  std::optional<Placement> placement;
   // Gradients the step adds to the next tensor's grad, in order (TensorSpan::grad_addends):
   // the MPI sharder's other ranks' gradients, summed in the kernel's pass.
   std::vector<py::object> addends;

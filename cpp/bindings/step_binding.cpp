@@ -85,7 +85,7 @@ struct TensorRefs {
   py::object param, grad, state, square_avg, grad_avg, momentum_buffer, master_param;
   py::object square_avg_scale;
   long long step;
-  std::optional<std::pair<std::uint64_t, std::uint64_t>> placement;
+  std::optional<Placement> placement;
   std::vector<py::object> addends;
 };
 
@@ -106,9 +106,12 @@ std::vector<py::object> items_of(py::handle sequence) {
   return out;
 }
 
-// A (rounding_stream, index_offset) pair of exact non-negative Python ints: read without
-// running any of the objects' own Python code.
-std::pair<std::uint64_t, std::uint64_t> placement_of(const py::object& entry) {
+// A (rounding_stream, index_offset, tensor_size) triple of exact non-negative Python ints: read
+// without running any of the objects' own Python code.
+Placement placement_of(const py::object& entry) {
+  static const char* const kWhat =
+      "placement entries must be (rounding_stream, index_offset, tensor_size) triples of ints "
+      "in [0, 2**64)";
   const auto part = [&](py::ssize_t i) {
     PyObject* item = PyTuple_GET_ITEM(entry.ptr(), i);
     if (PyLong_CheckExact(item)) {
@@ -116,13 +119,12 @@ std::pair<std::uint64_t, std::uint64_t> placement_of(const py::object& entry) {
       if (!(value == static_cast<unsigned long long>(-1) && PyErr_Occurred())) return value;
       PyErr_Clear();
     }
-    throw py::type_error("placement entries must be (rounding_stream, index_offset) pairs of "
-                         "ints in [0, 2**64)");
+    throw py::type_error(kWhat);
   };
-  if (!PyTuple_Check(entry.ptr()) || PyTuple_GET_SIZE(entry.ptr()) != 2) {
-    throw py::type_error("placement entries must be (rounding_stream, index_offset) pairs");
+  if (!PyTuple_Check(entry.ptr()) || PyTuple_GET_SIZE(entry.ptr()) != 3) {
+    throw py::type_error(kWhat);
   }
-  return {part(0), part(1)};
+  return {part(0), part(1), part(2)};
 }
 
 // Runs parse() and puts "param group k: " before a refusal, as the constructor words it.
@@ -149,10 +151,10 @@ auto in_group(std::size_t k, Parse&& parse) {
 // and create_state_first is true: the caller then creates the buffers and calls again. With
 // skip_if_nonfinite, returns kSkippedNonfinite, having changed nothing, if any gradient holds
 // an inf or NaN. placement, None or a list aligned with states of (rounding_stream,
-// index_offset) pairs of non-negative ints, says where each tensor sits in a larger one (a
-// shard piece); by default a tensor is its own whole, with its index as stream. addends,
-// None or a list aligned with grads of None or lists of arrays, gives gradients the kernel
-// adds to each grad in order as it reads it (TensorSpan::grad_addends).
+// index_offset, tensor_size) triples of non-negative ints, says where each tensor sits in a
+// larger one (a shard piece); by default a tensor is its own whole, with its index as stream.
+// addends, None or a list aligned with grads of None or lists of arrays, gives gradients the
+// kernel adds to each grad in order as it reads it (TensorSpan::grad_addends).
 int step_optimizer(py::list groups_list, py::handle grads_obj, py::list states_list,
                    bool create_state_first, bool skip_if_nonfinite, py::object placement,
                    py::object addends) {
@@ -175,11 +177,11 @@ int step_optimizer(py::list groups_list, py::handle grads_obj, py::list states_l
   std::vector<py::object> placements;
   if (!placement.is_none()) {
     if (!PyList_Check(placement.ptr())) {
-      throw py::type_error("placement must be None or a list with one pair per state");
+      throw py::type_error("placement must be None or a list with one triple per state");
     }
     placements = items_of(placement);
     if (placements.size() != total) {
-      throw py::value_error("placement must be None or a list with one pair per state");
+      throw py::value_error("placement must be None or a list with one triple per state");
     }
   }
   std::vector<py::object> addend_lists;
@@ -337,8 +339,9 @@ void bind_step(py::module_& m) {
         "input is valid; each stepped state's 'step' is incremented afterwards. Returns 0\n"
         "(applied), 1 (create_state_first and a state lacks a buffer) or 2\n"
         "(skip_if_nonfinite and a gradient is inf/NaN); nothing changes unless 0.\n"
-        "placement: None, or one (rounding_stream, index_offset) pair per state for tensors\n"
-        "that are pieces of larger ones (stochastic-rounding noise of the whole tensor).\n"
+        "placement: None, or one (rounding_stream, index_offset, tensor_size) triple per\n"
+        "state for tensors that are pieces of larger ones (the whole tensor's\n"
+        "stochastic-rounding noise and state storage; 8-bit pieces span whole blocks).\n"
         "addends: None, or per grad None or a list of arrays the step adds to it in order,\n"
         "((grad + a0) + a1) + ..., as it reads it (float32/float64 params, float state).");
   m.def("step_functional", &step_functional, py::arg("options"), py::arg("param"),

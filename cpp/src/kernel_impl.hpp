@@ -65,6 +65,7 @@ template <bool kCentered, MomentumMode kMomentum, WeightDecayMode kWeightDecay, 
           bool kUnscale, class V, class P, class T, class State>
 inline void update_lanes(const Broadcast<V, T>& c, const TensorSpan<P, T>& t, const State& st,
                          std::size_t i, const std::uint32_t* noise) {
+  const auto state_noise = st.template noise<V>(i);
   V g = load_grad<V>(t, i);
   if constexpr (kUnscale) g = g / c.grad_scale;
   g = g * c.grad_sign;
@@ -83,12 +84,12 @@ inline void update_lanes(const Broadcast<V, T>& c, const TensorSpan<P, T>& t, co
   // ten times earlier than the product torch forms at alpha 0.99, and 0*inf = NaN at alpha 1.
   const V v =
       add_first_nan(c.alpha * st.template load_square_avg<V>(i), (c.one_minus_alpha * g) * g);
-  st.store_square_avg(v, i);
+  st.store_square_avg(v, i, state_noise);
   V s = v * c.inv_bias_correction;
   if constexpr (kCentered) {
     const V ga =
         add_first_nan(c.alpha * st.template load_grad_avg<V>(i), c.one_minus_alpha * g);
-    st.store_grad_avg(ga, i);
+    st.store_grad_avg(ga, i, state_noise);
     const V ga_hat = ga * c.inv_bias_correction;
     // When a huge finite gradient overflows both v and ga^2, inf - inf would be NaN; ga^2
     // saturates at the largest finite value instead, so s = inf and the step is g/inf = 0
@@ -111,7 +112,7 @@ inline void update_lanes(const Broadcast<V, T>& c, const TensorSpan<P, T>& t, co
   } else {
     const V scaled_u = c.momentum_in_scale * u;
     const V m = add_first_nan(c.momentum * st.template load_momentum<V>(i), scaled_u);
-    st.store_momentum(m, i);
+    st.store_momentum(m, i, state_noise);
     if constexpr (kMomentum == MomentumMode::kNesterov) {
       p = p - c.momentum_out_scale * add_first_nan(scaled_u, c.momentum * m);
     } else {
@@ -134,12 +135,19 @@ inline void fill_noise(std::uint64_t key, std::size_t i, std::uint32_t* noise) {
   }
 }
 
+struct NoHook {
+  void operator()() const {}
+};
+
 // Elements [begin, end) with the state in `st`: the vector body, then the scalar tail.
+// `between` runs after each vector of the body: integer work that fills the issue slots left
+// while the body waits on its divisions and square roots.
 template <bool kCentered, MomentumMode kMomentum, WeightDecayMode kWeightDecay, bool kEpsInSqrt,
-          bool kUnscale, class P, class T, class State>
+          bool kUnscale, class P, class T, class State, class Hook = NoHook>
 inline void update_lanes_range(const Variant& variant, const Coefficients<T>& coefficients,
                                const Broadcast<Wide<T>, T>& wide, const TensorSpan<P, T>& tensor,
-                               const State& st, std::size_t begin, std::size_t end) {
+                               const State& st, std::size_t begin, std::size_t end,
+                               Hook&& between = Hook{}) {
   using W = Wide<T>;
   using S = Scalar<T>;
   const bool stochastic = std::is_same_v<P, bfloat16> && variant.stochastic;
@@ -150,6 +158,7 @@ inline void update_lanes_range(const Variant& variant, const Coefficients<T>& co
     if (stochastic) fill_noise<W::kLanes>(key, tensor.index_offset + i, noise);
     update_lanes<kCentered, kMomentum, kWeightDecay, kEpsInSqrt, kUnscale>(
         wide, tensor, st, i, stochastic ? noise : nullptr);
+    between();
   }
   if (i < end) {
     const Broadcast<S, T> scalar(coefficients);
@@ -161,36 +170,47 @@ inline void update_lanes_range(const Variant& variant, const Coefficients<T>& co
   }
 }
 
-// Compact state (bfloat16 or 8-bit), one block of up to 256 elements at a time: the block's
-// noise, then (8-bit) its v decoded, the update, and its v encoded with the scale of the new v.
-// 8-bit ranges start on a block border (the dispatcher splits work in whole blocks), so blocks
-// are the tensor's own. bfloat16 state is element-wise: its blocks are only a loop structure.
+// Compact state (bfloat16 or 8-bit), one block of up to 256 elements at a time. 8-bit: the
+// update decodes v as it loads it and leaves the new v in a float block, which is encoded with
+// the scale of the new v once the block is done. 8-bit ranges start on a block border (the
+// dispatcher splits work in whole blocks), so blocks are the tensor's own. bfloat16 state is
+// element-wise: its blocks only set where the noise's hash inputs are counted from.
 template <bool kCentered, MomentumMode kMomentum, WeightDecayMode kWeightDecay, bool kEpsInSqrt,
-          class P>
+          bool kUnscale, class P>
 void update_range_compact(const Variant& variant, const Coefficients<float>& coefficients,
                           const TensorSpan<P, float>& tensor, std::size_t begin, std::size_t end) {
+  constexpr bool kHasMomentum = kMomentum != MomentumMode::kNone;
   const Broadcast<Wide<float>, float> wide(coefficients);
   const CompactState& cs = tensor.compact;
-  StateNoise noise(coefficients.rounding_key, tensor.index_offset,
-                   kMomentum != MomentumMode::kNone, kCentered);
-  alignas(64) float block_v[kEightBitBlock];
-  for (std::size_t b = begin; b < end; b += kEightBitBlock) {
-    const std::size_t n = end - b < kEightBitBlock ? end - b : kEightBitBlock;
-    // A block's noise in one loop: the hashes vectorize there, not spread over the lanes.
-    noise.fill(b, n);
-    if (tensor.state_dtype == StateDtype::kBfloat16) {
-      const Bfloat16State st{cs.square_avg, cs.grad_avg, cs.momentum_buffer, &noise};
-      update_lanes_range<kCentered, kMomentum, kWeightDecay, kEpsInSqrt, true>(
+  BlockNoise noise(coefficients.rounding_key, tensor.index_offset);
+  if (tensor.state_dtype == StateDtype::kBfloat16) {
+    const Bfloat16State<kCentered> st{cs.square_avg, cs.grad_avg, cs.momentum_buffer, &noise};
+    for (std::size_t b = begin; b < end; b += kEightBitBlock) {
+      const std::size_t n = end - b < kEightBitBlock ? end - b : kEightBitBlock;
+      noise.start_block(b, n);
+      update_lanes_range<kCentered, kMomentum, kWeightDecay, kEpsInSqrt, kUnscale>(
           variant, coefficients, wide, tensor, st, b, b + n);
-    } else if constexpr (!kCentered) {
-      float* scale = cs.square_avg_scales + b / kEightBitBlock;
-      decode_block(cs.square_avg_codes + b, *scale, n, block_v);
-      const EightBitState st{block_v, b, cs.momentum_buffer, &noise};
-      update_lanes_range<kCentered, kMomentum, kWeightDecay, kEpsInSqrt, true>(
-          variant, coefficients, wide, tensor, st, b, b + n);
-      *scale = block_scale(block_v, n);
-      encode_block(block_v, *scale, noise.square_avg(b), n, cs.square_avg_codes + b);
     }
+    return;
+  }
+  if constexpr (!kCentered) {
+    // Block k is encoded while block k + 1 is updated, a vector of each in turn (two buffers).
+    alignas(64) float block_v[2][kEightBitBlock];
+    alignas(64) std::uint32_t hashes[2][kEightBitBlock];
+    PendingEncode<kHasMomentum> pending;
+    for (std::size_t b = begin, k = 0; b < end; b += kEightBitBlock, k ^= 1) {
+      const std::size_t n = end - b < kEightBitBlock ? end - b : kEightBitBlock;
+      noise.start_block(b, n);
+      float* scale = cs.square_avg_scales + b / kEightBitBlock;
+      const EightBitState<kHasMomentum> st{cs.square_avg_codes, cs.square_avg_codes, *scale,
+                                           block_v[k], hashes[k], b, cs.momentum_buffer,
+                                           &noise};
+      update_lanes_range<kCentered, kMomentum, kWeightDecay, kEpsInSqrt, kUnscale>(
+          variant, coefficients, wide, tensor, st, b, b + n, [&pending] { pending.next(); });
+      pending.finish();
+      pending.start(st, n, scale);
+    }
+    pending.finish();
   }
 }
 
@@ -201,8 +221,7 @@ void update_range(const Variant& variant, const Coefficients<StateT<P>>& coeffic
   using T = StateT<P>;
   if constexpr (std::is_same_v<T, float>) {
     if (tensor.state_dtype != StateDtype::kFloat) {
-      // Compact state always divides by grad_scale (exact for 1): half the instantiations.
-      return update_range_compact<kCentered, kMomentum, kWeightDecay, kEpsInSqrt>(
+      return update_range_compact<kCentered, kMomentum, kWeightDecay, kEpsInSqrt, kUnscale>(
           variant, coefficients, tensor, begin, end);
     }
   }
@@ -213,8 +232,9 @@ void update_range(const Variant& variant, const Coefficients<StateT<P>>& coeffic
 }
 
 // Turns the run-time Variant into template arguments, one level per choice, so the branch is
-// taken once per call and never inside the loop. 16-bit params always divide by grad_scale
-// (dividing by 1 is exact): one instantiation fewer per variant where speed matters less.
+// taken once per call and never inside the loop. Dividing by grad_scale = 1 is exact but not
+// free: the division shares the divider with the step's own sqrt and division, which bound the
+// in-cache speed, so it is compiled out whenever grad_scale is 1.
 #define RMSPROP_FORWARD v, c, t, b, e
 #define RMSPROP_PARAMS                                                                       \
   const Variant &v, const Coefficients<StateT<P>>&c, const TensorSpan<P, StateT<P>>&t,       \
@@ -223,7 +243,7 @@ void update_range(const Variant& variant, const Coefficients<StateT<P>>& coeffic
 template <class P, bool kCentered, MomentumMode kMomentum, WeightDecayMode kWeightDecay,
           bool kEpsInSqrt>
 void select_unscale(RMSPROP_PARAMS) {
-  if (kSixteenBit<P> || v.unscale) {
+  if (v.unscale) {
     update_range<P, kCentered, kMomentum, kWeightDecay, kEpsInSqrt, true>(RMSPROP_FORWARD);
   } else {
     update_range<P, kCentered, kMomentum, kWeightDecay, kEpsInSqrt, false>(RMSPROP_FORWARD);

@@ -241,6 +241,9 @@ inline Scalar<float> load_lanes(Tag<Scalar<float>>, const bfloat16* p) {
 }
 inline void store_lanes(Scalar<float> v, float16* p) { p->bits = float_to_half(v.value); }
 inline void store_lanes(Scalar<float> v, bfloat16* p) { p->bits = float_to_bfloat16(v.value); }
+inline void store_lanes_stochastic(Scalar<float> v, bfloat16* p, std::uint32_t noise) {
+  p->bits = float_to_bfloat16_stochastic(v.value, noise);
+}
 inline void store_lanes_stochastic(Scalar<float> v, bfloat16* p, const std::uint32_t* noise) {
   p->bits = float_to_bfloat16_stochastic(v.value, noise[0]);
 }
@@ -267,17 +270,29 @@ inline __m512i bfloat16_nearest(Wide<float> v) {
   return _mm512_mask_blend_epi32(nan, rounded, _mm512_or_si512(high, _mm512_set1_epi32(0x40)));
 }
 inline void store_lanes(Wide<float> v, bfloat16* p) {
-  _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm512_cvtepi32_epi16(bfloat16_nearest(v)));
+  // bfloat16_nearest without its NaN blend unless a lane is NaN (rare; the rounding of the
+  // other lanes is the same).
+  const __m512i b = _mm512_castps_si512(v.value);
+  const __m512i odd = _mm512_and_si512(_mm512_srli_epi32(b, 16), _mm512_set1_epi32(1));
+  __m512i rounded =
+      _mm512_srli_epi32(_mm512_add_epi32(b, _mm512_add_epi32(odd, _mm512_set1_epi32(0x7FFF))), 16);
+  if (_mm512_cmp_ps_mask(v.value, v.value, _CMP_UNORD_Q)) rounded = bfloat16_nearest(v);
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm512_cvtepi32_epi16(rounded));
 }
-inline void store_lanes_stochastic(Wide<float> v, bfloat16* p, const std::uint32_t* noise) {
+// `noise` holds 16 random bits per lane (below 2^16). Inf and NaN, rare, round to nearest:
+// that conversion is only computed when a lane needs it.
+inline void store_lanes_stochastic(Wide<float> v, bfloat16* p, __m512i noise) {
   const __m512i b = _mm512_castps_si512(v.value);
   const __m512i exponent = _mm512_set1_epi32(0x7F800000);
   const __mmask16 special =
       _mm512_cmpeq_epi32_mask(_mm512_and_si512(b, exponent), exponent);
-  const __m512i low = _mm512_and_si512(_mm512_loadu_si512(noise), _mm512_set1_epi32(0xFFFF));
-  const __m512i stochastic = _mm512_srli_epi32(_mm512_add_epi32(b, low), 16);
-  const __m512i result = _mm512_mask_blend_epi32(special, stochastic, bfloat16_nearest(v));
+  __m512i result = _mm512_srli_epi32(_mm512_add_epi32(b, noise), 16);
+  if (special) result = _mm512_mask_blend_epi32(special, result, bfloat16_nearest(v));
   _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm512_cvtepi32_epi16(result));
+}
+inline void store_lanes_stochastic(Wide<float> v, bfloat16* p, const std::uint32_t* noise) {
+  store_lanes_stochastic(
+      v, p, _mm512_and_si512(_mm512_loadu_si512(noise), _mm512_set1_epi32(0xFFFF)));
 }
 #elif defined(__AVX2__)
 inline Wide<float> load_lanes(Tag<Wide<float>>, const float16* p) {
@@ -308,15 +323,21 @@ inline __m128i narrow_to_16(__m256i x) {
 inline void store_lanes(Wide<float> v, bfloat16* p) {
   _mm_storeu_si128(reinterpret_cast<__m128i*>(p), narrow_to_16(bfloat16_nearest(v)));
 }
-inline void store_lanes_stochastic(Wide<float> v, bfloat16* p, const std::uint32_t* noise) {
+inline void store_lanes_stochastic(Wide<float> v, bfloat16* p, __m256i noise) {
   const __m256i b = _mm256_castps_si256(v.value);
   const __m256i exponent = _mm256_set1_epi32(0x7F800000);
   const __m256i special = _mm256_cmpeq_epi32(_mm256_and_si256(b, exponent), exponent);
-  const __m256i low = _mm256_and_si256(
-      _mm256_loadu_si256(reinterpret_cast<const __m256i*>(noise)), _mm256_set1_epi32(0xFFFF));
-  const __m256i stochastic = _mm256_srli_epi32(_mm256_add_epi32(b, low), 16);
-  const __m256i result = _mm256_blendv_epi8(stochastic, bfloat16_nearest(v), special);
+  __m256i result = _mm256_srli_epi32(_mm256_add_epi32(b, noise), 16);
+  if (!_mm256_testz_si256(special, special)) {
+    result = _mm256_blendv_epi8(result, bfloat16_nearest(v), special);
+  }
   _mm_storeu_si128(reinterpret_cast<__m128i*>(p), narrow_to_16(result));
+}
+inline void store_lanes_stochastic(Wide<float> v, bfloat16* p, const std::uint32_t* noise) {
+  store_lanes_stochastic(
+      v, p,
+      _mm256_and_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(noise)),
+                       _mm256_set1_epi32(0xFFFF)));
 }
 #elif defined(__SSE2__)
 // SSE2 has no F16C: half conversions go lane by lane through the software routines above.
@@ -350,16 +371,19 @@ inline void store_narrowed(__m128i x, bfloat16* p) {
   _mm_storel_epi64(reinterpret_cast<__m128i*>(p), _mm_packs_epi32(signed16, signed16));
 }
 inline void store_lanes(Wide<float> v, bfloat16* p) { store_narrowed(bfloat16_nearest(v), p); }
-inline void store_lanes_stochastic(Wide<float> v, bfloat16* p, const std::uint32_t* noise) {
+inline void store_lanes_stochastic(Wide<float> v, bfloat16* p, __m128i noise) {
   const __m128i b = _mm_castps_si128(v.value);
   const __m128i exponent = _mm_set1_epi32(0x7F800000);
   const __m128i special = _mm_cmpeq_epi32(_mm_and_si128(b, exponent), exponent);
-  const __m128i low = _mm_and_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(noise)),
-                                    _mm_set1_epi32(0xFFFF));
-  const __m128i stochastic = _mm_srli_epi32(_mm_add_epi32(b, low), 16);
+  const __m128i stochastic = _mm_srli_epi32(_mm_add_epi32(b, noise), 16);
   const __m128i result = _mm_or_si128(_mm_and_si128(special, bfloat16_nearest(v)),
                                       _mm_andnot_si128(special, stochastic));
   store_narrowed(result, p);
+}
+inline void store_lanes_stochastic(Wide<float> v, bfloat16* p, const std::uint32_t* noise) {
+  store_lanes_stochastic(v, p,
+                         _mm_and_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(noise)),
+                                       _mm_set1_epi32(0xFFFF)));
 }
 #endif
 

@@ -10,6 +10,7 @@
 
 #include "kernel.hpp"
 #include "simd.hpp"
+#include "simd_bits.hpp"
 
 namespace rmsprop {
 namespace detail {
@@ -47,125 +48,191 @@ inline std::uint32_t element_hash(std::uint64_t key, std::uint64_t e) {
   return hash32(x ^ static_cast<std::uint32_t>(key >> 32));
 }
 
-// 16-bit noise words of the three buffers for one block (local index `base` first).
-struct StateNoise {
-  alignas(64) std::uint32_t square_avg_words[kEightBitBlock];
-  alignas(64) std::uint32_t momentum_words[kEightBitBlock];
-  alignas(64) std::uint32_t grad_avg_words[kEightBitBlock];
-  std::uint64_t index_offset, key, grad_avg_key;
-  bool momentum, centered;
-  std::size_t base = 0;
+// lowbias32 on every lane at once: the same integer operations as hash32.
+template <class B>
+inline B hash32_lanes(B x) {
+  x = x ^ x.template shr<16>();
+  x = x * B::broadcast(0x7FEB352Du);
+  x = x ^ x.template shr<15>();
+  x = x * B::broadcast(0x846CA68Bu);
+  return x ^ x.template shr<16>();
+}
 
-  StateNoise(std::uint64_t rounding_key, std::uint64_t offset, bool has_momentum,
-             bool is_centered)
-      : index_offset(offset),
-        key(mix64(rounding_key ^ kStateSalt)),
-        grad_avg_key(mix64(rounding_key ^ kGradAvgSalt)),
-        momentum(has_momentum),
-        centered(is_centered) {}
+constexpr std::uint32_t kIndexGolden = 0x9E3779B9u;
 
-  void fill(std::size_t local, std::size_t count) {
-    const std::uint64_t first = index_offset + local;
-    base = local;
-    for (std::size_t k = 0; k < count; ++k) {
-      const std::uint32_t h = element_hash(key, first + k);
-      square_avg_words[k] = h & 0xFFFFu;
-      momentum_words[k] = h >> 16;
-    }
-    if (centered) {
-      for (std::size_t k = 0; k < count; ++k) {
-        grad_avg_words[k] = element_hash(grad_avg_key, first + k) & 0xFFFFu;
-      }
-    }
+// The state noise of one block of up to kEightBitBlock elements, computed in registers where it
+// is used. Within a block whose global indices share their high 32 bits (every block but one
+// crossing a multiple of 2^32) element e's hash input is the block's plus (e - first) * golden,
+// which is element_hash's input exactly; the other blocks hash lane by lane.
+class BlockNoise {
+ public:
+  BlockNoise(std::uint64_t rounding_key, std::uint64_t offset)
+      : index_offset_(offset),
+        key_(mix64(rounding_key ^ kStateSalt)),
+        grad_avg_key_(mix64(rounding_key ^ kGradAvgSalt)) {}
+
+  void start_block(std::size_t local, std::size_t count) {
+    const std::uint64_t first = index_offset_ + local;
+    base_ = local;
+    uniform_ = (first >> 32) == ((first + count - 1) >> 32);
+    x_base_ = input(key_, first);
+    grad_avg_x_base_ = input(grad_avg_key_, first);
   }
-  const std::uint32_t* square_avg(std::size_t i) const { return square_avg_words + (i - base); }
-  const std::uint32_t* momentum_buffer(std::size_t i) const { return momentum_words + (i - base); }
-  const std::uint32_t* grad_avg(std::size_t i) const { return grad_avg_words + (i - base); }
+  // 32 bits per lane for the elements i, i+1, ...: square_avg takes the low 16, momentum_buffer
+  // the high 16.
+  template <class V>
+  Bits<V> hash(std::size_t i) const { return lanes<V>(key_, x_base_, i); }
+  // grad_avg's own 32 bits (it takes the low 16).
+  template <class V>
+  Bits<V> grad_avg_hash(std::size_t i) const {
+    return lanes<V>(grad_avg_key_, grad_avg_x_base_, i);
+  }
+
+ private:
+  static std::uint32_t input(std::uint64_t key, std::uint64_t e) {
+    return static_cast<std::uint32_t>(key) + static_cast<std::uint32_t>(e) * kIndexGolden +
+           static_cast<std::uint32_t>(e >> 32) * 0x85EBCA6Bu;
+  }
+  template <class V>
+  RMSPROP_INLINE Bits<V> lanes(std::uint64_t key, std::uint32_t x_base, std::size_t i) const {
+    using B = Bits<V>;
+    if (uniform_) {
+      const auto step = static_cast<std::uint32_t>(i - base_) * kIndexGolden;
+      const B x = B::broadcast(x_base + step) + B::lane_index() * B::broadcast(kIndexGolden);
+      return hash32_lanes(x ^ B::broadcast(static_cast<std::uint32_t>(key >> 32)));
+    }
+    return lanes_one_by_one<V>(key, i);
+  }
+  template <class V>
+  RMSPROP_NOINLINE Bits<V> lanes_one_by_one(std::uint64_t key, std::size_t i) const {
+    alignas(64) std::uint32_t h[V::kLanes];
+    for (std::size_t k = 0; k < V::kLanes; ++k) h[k] = element_hash(key, index_offset_ + i + k);
+    return Bits<V>::load(h);
+  }
+
+  std::uint64_t index_offset_, key_, grad_avg_key_;
+  std::size_t base_ = 0;
+  std::uint32_t x_base_ = 0, grad_avg_x_base_ = 0;
+  bool uniform_ = true;
 };
 
-// Float state in the compute type: plain loads and stores.
+template <class B>
+inline B low16(B h) {
+  return h & B::broadcast(0xFFFFu);
+}
+
+// Float state in the compute type: plain loads and stores, no noise.
+struct NoNoise {};
+
 template <class T>
 struct FloatState {
   T* square_avg;
   T* grad_avg;
   T* momentum_buffer;
   template <class V>
+  NoNoise noise(std::size_t) const { return {}; }
+  template <class V>
   V load_square_avg(std::size_t i) const { return V::load(square_avg + i); }
   template <class V>
-  void store_square_avg(V x, std::size_t i) const { x.store(square_avg + i); }
+  void store_square_avg(V x, std::size_t i, NoNoise) const { x.store(square_avg + i); }
   template <class V>
   V load_grad_avg(std::size_t i) const { return V::load(grad_avg + i); }
   template <class V>
-  void store_grad_avg(V x, std::size_t i) const { x.store(grad_avg + i); }
+  void store_grad_avg(V x, std::size_t i, NoNoise) const { x.store(grad_avg + i); }
   template <class V>
   V load_momentum(std::size_t i) const { return V::load(momentum_buffer + i); }
   template <class V>
-  void store_momentum(V x, std::size_t i) const { x.store(momentum_buffer + i); }
+  void store_momentum(V x, std::size_t i, NoNoise) const { x.store(momentum_buffer + i); }
+};
+
+// One hash per lane serves square_avg (low half) and momentum_buffer (high half).
+template <class V>
+struct LaneNoise {
+  Bits<V> h;
+  Bits<V> grad_avg;
 };
 
 // bfloat16 buffers rounded stochastically (round to nearest would stall v near alpha = 1).
+template <bool kCentered>
 struct Bfloat16State {
   bfloat16* square_avg;
   bfloat16* grad_avg;
   bfloat16* momentum_buffer;
-  StateNoise* noise;
+  const BlockNoise* block;
+  template <class V>
+  LaneNoise<V> noise(std::size_t i) const {
+    if constexpr (kCentered) return {block->hash<V>(i), block->grad_avg_hash<V>(i)};
+    return {block->hash<V>(i), Bits<V>::broadcast(0)};
+  }
   template <class V>
   V load_square_avg(std::size_t i) const { return load_lanes(Tag<V>{}, square_avg + i); }
   template <class V>
-  void store_square_avg(V x, std::size_t i) const {
-    store_lanes_stochastic(x, square_avg + i, noise->square_avg(i));
+  void store_square_avg(V x, std::size_t i, const LaneNoise<V>& n) const {
+    store_lanes_stochastic(x, square_avg + i, low16(n.h).value);
   }
   template <class V>
   V load_grad_avg(std::size_t i) const { return load_lanes(Tag<V>{}, grad_avg + i); }
   template <class V>
-  void store_grad_avg(V x, std::size_t i) const {
-    store_lanes_stochastic(x, grad_avg + i, noise->grad_avg(i));
+  void store_grad_avg(V x, std::size_t i, const LaneNoise<V>& n) const {
+    store_lanes_stochastic(x, grad_avg + i, low16(n.grad_avg).value);
   }
   template <class V>
   V load_momentum(std::size_t i) const { return load_lanes(Tag<V>{}, momentum_buffer + i); }
   template <class V>
-  void store_momentum(V x, std::size_t i) const {
-    store_lanes_stochastic(x, momentum_buffer + i, noise->momentum_buffer(i));
+  void store_momentum(V x, std::size_t i, const LaneNoise<V>& n) const {
+    store_lanes_stochastic(x, momentum_buffer + i, n.h.template shr<16>().value);
   }
 };
 
-// 8-bit square_avg: the kernel works on one block at a time, with the block's v decoded into
-// `block_v` (float) before the update and encoded from it after; momentum_buffer as bfloat16.
-// No grad_avg: centered=True is refused.
+// 8-bit square_avg, one block at a time: v is decoded from the codes as it is loaded, and the
+// new v goes to `block_v` (float) for encode_block, which needs the block's largest new v
+// first. momentum_buffer as bfloat16; its lanes' hashes are kept in `hashes` for encode_block
+// (computing them once). No grad_avg: centered=True is refused.
+template <bool kMomentum>
 struct EightBitState {
+  const std::uint8_t* codes;  // the tensor's codes (local index)
+  std::uint8_t* codes_out;    // the same codes, written by PendingEncode
+  float scale;                // the block's scale before the step
   float* block_v;
+  std::uint32_t* hashes;
   std::size_t base;  // local index of the block's first element
   bfloat16* momentum_buffer;
-  StateNoise* noise;
+  const BlockNoise* block;
   template <class V>
-  V load_square_avg(std::size_t i) const { return V::load(block_v + (i - base)); }
+  Bits<V> noise(std::size_t i) const {
+    if constexpr (kMomentum) return block->hash<V>(i);
+    return Bits<V>::broadcast(0);
+  }
   template <class V>
-  void store_square_avg(V x, std::size_t i) const { x.store(block_v + (i - base)); }
+  V load_square_avg(std::size_t i) const {
+    using B = Bits<V>;
+    const B ratio = (B::load_bytes(codes + i) + B::broadcast(kCodeBias)).template shl<20>();
+    return ratio.as_float() * V::broadcast(scale);
+  }
+  template <class V>
+  void store_square_avg(V x, std::size_t i, const Bits<V>& h) const {
+    x.store(block_v + (i - base));
+    if constexpr (kMomentum) h.store(hashes + (i - base));
+  }
   template <class V>
   V load_momentum(std::size_t i) const { return load_lanes(Tag<V>{}, momentum_buffer + i); }
   template <class V>
-  void store_momentum(V x, std::size_t i) const {
-    store_lanes_stochastic(x, momentum_buffer + i, noise->momentum_buffer(i));
+  void store_momentum(V x, std::size_t i, const Bits<V>& h) const {
+    store_lanes_stochastic(x, momentum_buffer + i, h.template shr<16>().value);
   }
 };
-
-// Plain loops over one block: integer and correctly rounded float operations only, so
-// whatever the compiler vectorizes them into gives the same bits on every ISA.
-inline void decode_block(const std::uint8_t* codes, float scale, std::size_t count, float* v) {
-  for (std::size_t k = 0; k < count; ++k) {
-    v[k] = float_of((static_cast<std::uint32_t>(codes[k]) + kCodeBias) << 20) * scale;
-  }
-}
 
 // The block's largest v, by bit pattern: v >= 0, so the integer order is the float order, with
 // +inf above every finite value and NaN (of either sign) above +inf. Exact and independent of
 // the order of the reduction.
 inline float block_scale(const float* v, std::size_t count) {
-  std::uint32_t largest = 0;
-  for (std::size_t k = 0; k < count; ++k) {
-    const std::uint32_t b = bits_of(v[k]);
-    largest = b > largest ? b : largest;
-  }
+  using W = Wide<float>;
+  using B = Bits<W>;
+  B wide = B::broadcast(0);
+  std::size_t k = 0;
+  for (; k + W::kLanes <= count; k += W::kLanes) wide = max_unsigned(wide, B::of(W::load(v + k)));
+  std::uint32_t largest = wide.max_lane();
+  for (; k < count; ++k) largest = bits_of(v[k]) > largest ? bits_of(v[k]) : largest;
   return float_of(largest);
 }
 
@@ -176,25 +243,64 @@ inline float block_scale(const float* v, std::size_t count) {
 // 255 (its block decodes to NaN anyway). r is v times the rounded reciprocal of the scale
 // (one division per block, not per element); it may exceed 1 by an ulp, which still takes
 // code 255. A subnormal scale, whose reciprocal overflows, divides instead.
-inline std::uint8_t code_of(float r, std::uint32_t noise) {
-  const std::uint32_t rounded = (bits_of(r) + (noise << 4)) >> 20;
-  const std::int32_t code =
-      static_cast<std::int32_t>(rounded) - static_cast<std::int32_t>(kCodeBias);
-  return static_cast<std::uint8_t>(code < 0 ? 0 : (code > 255 ? 255 : code));
+template <class V>
+inline void store_codes(V r, Bits<V> noise16, std::uint8_t* codes) {
+  using B = Bits<V>;
+  const B rounded = (B::of(r) + noise16.template shl<4>()).template shr<20>();
+  max_signed_zero(rounded - B::broadcast(kCodeBias)).store_bytes_saturated(codes);
 }
 
-inline void encode_block(const float* v, float scale, const std::uint32_t* noise,
-                         std::size_t count, std::uint8_t* codes) {
-  constexpr float kSmallestNormal = 1.17549435e-38f;
-  if (scale == 0.0f) {  // an all-zero block: every code decodes to 0 * r = 0
-    std::memset(codes, 0, count);
-  } else if (scale < kSmallestNormal) {
-    for (std::size_t k = 0; k < count; ++k) codes[k] = code_of(v[k] / scale, noise[k]);
-  } else {
-    const float inverse = 1.0f / scale;
-    for (std::size_t k = 0; k < count; ++k) codes[k] = code_of(v[k] * inverse, noise[k]);
+// A finished block's codes, written a vector at a time by next() (between the vectors of the
+// next block's update) and completed by finish(). The block's scale is the largest new v.
+template <bool kMomentum>
+class PendingEncode {
+ public:
+  void start(const EightBitState<kMomentum>& st, std::size_t count, float* scale_out) {
+    constexpr float kSmallestNormal = 1.17549435e-38f;
+    st_ = st;
+    noise_ = *st.block;  // the block's hash inputs, before the next block moves them
+    st_.block = &noise_;
+    next_ = st.base;
+    end_ = st.base + count;
+    scale_ = block_scale(st.block_v, count);
+    *scale_out = scale_;
+    divide_ = scale_ < kSmallestNormal;
+    inverse_ = divide_ ? 0.0f : 1.0f / scale_;
+    if (scale_ == 0.0f) {  // an all-zero block: every code decodes to 0 * r = 0
+      std::memset(st.codes_out + st.base, 0, count);
+      next_ = end_;
+    }
   }
-}
+  RMSPROP_INLINE void next() {
+    using W = Wide<float>;
+    if (next_ + W::kLanes <= end_) {
+      lanes<W>(next_);
+      next_ += W::kLanes;
+    }
+  }
+  void finish() {
+    using W = Wide<float>;
+    for (; next_ + W::kLanes <= end_; next_ += W::kLanes) lanes<W>(next_);
+    for (; next_ < end_; ++next_) lanes<Scalar<float>>(next_);
+  }
+
+ private:
+  template <class V>
+  RMSPROP_INLINE void lanes(std::size_t i) const {
+    const V v = V::load(st_.block_v + (i - st_.base));
+    // A subnormal scale, whose reciprocal overflows, divides instead (rare: no fast path).
+    const V r = divide_ ? v / V::broadcast(scale_) : v * V::broadcast(inverse_);
+    const Bits<V> h =
+        kMomentum ? Bits<V>::load(st_.hashes + (i - st_.base)) : noise_.template hash<V>(i);
+    store_codes(r, low16(h), st_.codes_out + i);
+  }
+
+  EightBitState<kMomentum> st_{};
+  BlockNoise noise_{0, 0};
+  std::size_t next_ = 0, end_ = 0;
+  float scale_ = 0.0f, inverse_ = 0.0f;
+  bool divide_ = false;
+};
 
 }  // namespace
 }  // namespace RMSPROP_ISA_NS

@@ -58,19 +58,21 @@ def state_dtype(param: np.ndarray) -> np.dtype:
 
 
 def state_layout(
-    param: np.ndarray, state_dtype_name: str
+    param: np.ndarray, state_dtype_name: str, tensor_size: int | None = None
 ) -> dict[str, tuple[tuple[int, ...], Any]]:
     """Shape and dtype of each averaged state buffer of ``param`` under ``state_dtype_name``.
 
     bfloat16 buffers are uint16 bit patterns (view them with ``ml_dtypes.bfloat16`` or decode
     them with :mod:`rmsprop.state_codec`); "8bit" stores ``square_avg`` as uint8 codes plus a
     float32 ``square_avg_scale`` per block of 256 elements, for tensors of at least 4096
-    elements (smaller ones keep float32 state).
+    elements (smaller ones keep float32 state). ``tensor_size`` is the whole tensor's element
+    count when ``param`` is a piece of it (the MPI sharder's): the whole tensor decides.
     """
     full = state_dtype(param)
     if state_dtype_name == "float32" or full == np.float64:
         return {key: (param.shape, full) for key in ("square_avg", "momentum_buffer", "grad_avg")}
-    if state_dtype_name == "8bit" and param.size < EIGHT_BIT_MIN_ELEMENTS:
+    whole = param.size if tensor_size is None else tensor_size
+    if state_dtype_name == "8bit" and whole < EIGHT_BIT_MIN_ELEMENTS:
         return state_layout(param, "float32")
     layout: dict[str, tuple[tuple[int, ...], Any]] = {
         key: (param.shape, _BITS16) for key in ("square_avg", "momentum_buffer", "grad_avg")
@@ -83,14 +85,18 @@ def state_layout(
 
 
 def new_state_buffer(
-    param: np.ndarray, key: str, state_dtype_name: str, initial_square_avg: float
+    param: np.ndarray,
+    key: str,
+    state_dtype_name: str,
+    initial_square_avg: float,
+    tensor_size: int | None = None,
 ) -> np.ndarray:
     """A fresh state buffer: zeros, or ``initial_square_avg`` for square_avg in its storage.
 
     In bfloat16 the initial value is rounded to nearest; in 8 bits a constant block is exact
-    (scale = the value, every code 255, which stands for 1).
+    (scale = the value, every code 255, which stands for 1). ``tensor_size``: as state_layout.
     """
-    shape, dtype = state_layout(param, state_dtype_name)[key]
+    shape, dtype = state_layout(param, state_dtype_name, tensor_size)[key]
     like = np.empty(shape, dtype=np.uint8) if shape != param.shape else param
     buffer = aligned_full(like, 0.0, dtype)
     fill = float(initial_square_avg) if key in ("square_avg", "square_avg_scale") else 0.0

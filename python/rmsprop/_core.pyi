@@ -27,7 +27,7 @@ def step_optimizer(
     states: list[dict[str, Any]],
     create_state_first: bool,
     skip_if_nonfinite: bool,
-    placement: list[tuple[int, int]] | None = None,
+    placement: list[tuple[int, int, int]] | None = None,
     addends: list[list[np.ndarray] | None] | None = None,
 ) -> int:
     """0 applied, 1 a state lacks a buffer (create_state_first), 2 skipped (non-finite grad).

@@ -89,6 +89,7 @@ def build(
     comm: MPI.Comm,
     reduction: str = "mean",
     packed: bool = False,
+    group_options: tuple[dict[str, Any], dict[str, Any]] = ({"lr": 0.03}, {"momentum": 0.5}),
 ) -> tuple[ShardedRMSprop, rmsprop.RMSprop, list[np.ndarray], list[np.ndarray]]:
     init = [values(7 + k, s, d) for k, (s, d) in enumerate(zip(shapes, dtypes))]
     mine = packed_copies(init) if packed else [a.copy() for a in init]
@@ -98,7 +99,8 @@ def build(
         if not groups:
             return ps
         half = len(ps) // 2
-        return [{"params": ps[:half], "lr": 0.03}, {"params": ps[half:], "momentum": 0.5}]
+        first, second = group_options
+        return [{"params": ps[:half], **first}, {"params": ps[half:], **second}]
 
     opt = ShardedRMSprop(grouped(mine), comm, grad_reduction=reduction, **options)
     ropt = rmsprop.RMSprop(grouped(ref), **options)

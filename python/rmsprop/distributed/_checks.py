@@ -10,22 +10,9 @@ from typing import Any
 
 import numpy as np
 
-from .._buffers import is_sixteen_bit
 from .._options import GROUP_KEYS, check_group_options
 from ..functional import rmsprop_step
 from ._packing import _address
-
-
-def needed_keys(group: Mapping[str, Any], param: np.ndarray) -> list[str]:
-    """The state buffers a param of this group has after a step (as rmsprop.RMSprop)."""
-    keys = ["square_avg"]
-    if group["momentum"] > 0:
-        keys.append("momentum_buffer")
-    if group["centered"]:
-        keys.append("grad_avg")
-    if group["master_weights"] and is_sixteen_bit(param.dtype):
-        keys.append("master_param")
-    return keys
 
 
 def check_params(params: Sequence[np.ndarray]) -> None:
@@ -48,23 +35,25 @@ def check_params(params: Sequence[np.ndarray]) -> None:
             raise ValueError(f"params[{i}] and params[{j}] share memory; pass separate arrays")
 
 
-def refuse_compact_state(group: Mapping[str, Any], where: str) -> None:
-    """ShardedRMSprop keeps float32 state only: its shard pieces, checkpoints and resharding
-    move float buffers, and 8-bit blocks would straddle the piece borders."""
-    storage = group.get("state_dtype", "float32")
-    if storage != "float32":
-        raise ValueError(
-            f"{where}: state_dtype={storage!r} is not supported by ShardedRMSprop, whose "
-            "sharded state is float32 (it already holds 1/N of the state per rank); use "
-            "state_dtype='float32', or rmsprop.RMSprop for compact state"
-        )
+def check_state_dtypes(groups: Sequence[Mapping[str, Any]], fixed: Sequence[str]) -> None:
+    """A group's state_dtype is fixed at construction: the shard cuts follow it (8-bit state
+    needs cuts on its blocks) and the state was created in it."""
+    for k, (group, storage) in enumerate(zip(groups, fixed)):
+        if group.get("state_dtype") != storage:
+            raise ValueError(
+                f"param group {k}: state_dtype changed from {storage!r} to "
+                f"{group.get('state_dtype')!r} after ShardedRMSprop was created; its shards and "
+                f"state follow the constructor's. Set it back to {storage!r}, or create a new "
+                "ShardedRMSprop with the new state_dtype"
+            )
 
 
 class GradChecks:
     """Per-step checks of the gradients and hyper-parameters against fixed params."""
 
-    def __init__(self, params: Sequence[np.ndarray]) -> None:
+    def __init__(self, params: Sequence[np.ndarray], state_dtypes: Sequence[str]) -> None:
         self._params = list(params)
+        self._state_dtypes = list(state_dtypes)
         self._param_spans = sorted(
             (_address(p), _address(p) + p.nbytes) for p in params if p.nbytes
         )
@@ -114,7 +103,8 @@ class GradChecks:
                 raise ValueError(f"params[{i}] became read-only or non-contiguous; restore it")
         for k, group in enumerate(param_groups):
             check_group_options(group, f"param group {k}")
-            refuse_compact_state(group, f"param group {k}")
+        check_state_dtypes(param_groups, self._state_dtypes)
+        for k, group in enumerate(param_groups):
             if any(p.dtype != np.float64 for p in group["params"]):
                 self._probe_float32(group, k)
         return checked
@@ -130,7 +120,7 @@ class GradChecks:
         options = {
             key: group[key]
             for key in GROUP_KEYS
-            if key not in ("initial_square_avg", "master_weights")
+            if key not in ("initial_square_avg", "master_weights", "state_dtype")
         }
         try:
             rmsprop_step(p, g, v, momentum_buffer=m, grad_avg=a, **options)

@@ -113,16 +113,20 @@ class Exchange:
         self.scratch = np.empty(longest16, dtype=np.float32)
 
     def reduce(
-        self, grads: Sequence[np.ndarray | None], folded: Sequence[bool] = (), fuse: bool = False
+        self,
+        grads: Sequence[np.ndarray | None],
+        folded: Sequence[bool] = (),
+        fuse: Sequence[bool] = (),
     ) -> tuple[list[np.ndarray | None], list[list[np.ndarray] | None]]:
         """This rank's pieces of the reduced gradients (None where the grad is None), and per
         piece None or the gradients the step must still add to that piece, in order.
 
         ``folded[j]`` true: piece j's "mean" division is left to the step (its group runs with
         grad_scale N, and the kernel's g / N is the same IEEE division), saving a pass.
-        ``fuse`` true (the caller needs no materialized sum): float32/float64 pieces whose
-        division, if any, is folded come back as g_0 with addends [g_1, ..., g_{N-1}], which
-        the kernel sums as it loads them, saving the pass that writes the sum and re-reads it."""
+        ``fuse[j]`` true (the caller needs no materialized sum of piece j, whose state is
+        float): a float32/float64 piece whose division, if any, is folded comes back as g_0
+        with addends [g_1, ..., g_{N-1}], which the kernel sums as it loads them, saving the
+        pass that writes the sum and re-reads it."""
         flat = [None if g is None else g.reshape(-1) for g in grads]
         own = [flat[c.param] for c in self.pieces]
         none: list[list[np.ndarray] | None] = [None] * len(self.pieces)
@@ -143,7 +147,7 @@ class Exchange:
                     continue
                 sources = [g[c.begin : c.end] if s is None else s for s in self.sources[j]]
                 divide = self.reduction == "mean" and not (folded and folded[j])
-                if fuse and not divide and not is_sixteen_bit(g.dtype):
+                if fuse and fuse[j] and not divide and not is_sixteen_bit(g.dtype):
                     result.append(sources[0])
                     addends[j] = sources[1:]
                     continue

@@ -14,15 +14,17 @@ import numpy as np
 from mpi4py import MPI
 
 from .. import _core
-from .._buffers import aligned_copy, aligned_full, is_sixteen_bit, state_dtype
+from .._buffers import is_sixteen_bit
 from .._checkpoint import load_into, pack_state_dict
 from .._options import GROUP_KEYS, UNSET
 from ..optimizer import RMSprop
+from . import _shard_state
 from ._agree import Agreement, fingerprint
-from ._checks import GradChecks, check_params, needed_keys, refuse_compact_state
+from ._checks import GradChecks, check_params
 from ._exchange import Exchange
 from ._layout import Layout
 from ._packing import flat_view
+from ._shard_state import create_missing, cut_unit, needed_keys
 
 REDUCTIONS = ("mean", "sum", "none")
 
@@ -52,6 +54,14 @@ class ShardedRMSprop:
             lr_in_momentum, nesterov, decoupled_weight_decay, bias_correction,
             initial_square_avg, grad_scale, master_weights, stochastic_rounding,
             rounding_seed, skip_if_nonfinite, preset: as :class:`rmsprop.RMSprop`.
+        state_dtype: as :class:`rmsprop.RMSprop` (per group, fixed after construction):
+            ``"float32"``, ``"bfloat16"`` or ``"8bit"``. Each rank stores its shard's state
+            exactly as the single-process optimizer stores those elements (bfloat16 rounding
+            noise keyed on the global element index; 8-bit blocks of 256 aligned to each
+            tensor's start, tensors under 4096 elements in float32, decided on the whole
+            tensor). A block never straddles two ranks: shard cuts inside a tensor with 8-bit
+            state sit on multiples of 256 from its start, so such a rank's range may exceed
+            ``ceil(total / N)`` by up to 255 elements (otherwise by up to 63).
 
     Attributes:
         param_groups: the groups' hyper-parameters and ``"params"``; edit ``lr`` there on every
@@ -92,6 +102,7 @@ class ShardedRMSprop:
         master_weights: bool = UNSET,
         stochastic_rounding: bool = UNSET,
         rounding_seed: int = UNSET,
+        state_dtype: str = UNSET,
         skip_if_nonfinite: bool = False,
         preset: str | None = None,
     ) -> None:
@@ -107,7 +118,7 @@ class ShardedRMSprop:
             decoupled_weight_decay=decoupled_weight_decay, bias_correction=bias_correction,
             initial_square_avg=initial_square_avg, grad_scale=grad_scale,
             master_weights=master_weights, stochastic_rounding=stochastic_rounding,
-            rounding_seed=rounding_seed,
+            rounding_seed=rounding_seed, state_dtype=state_dtype,
         )  # fmt: skip
         explicit: dict[str, Any] = {k: v for k, v in given.items() if v is not UNSET}
         error: BaseException | None = None
@@ -119,8 +130,6 @@ class ShardedRMSprop:
                 )
             # The single-process class validates and normalizes exactly as it would alone.
             local = RMSprop(params, **explicit, skip_if_nonfinite=skip_if_nonfinite, preset=preset)
-            for k, group in enumerate(local.param_groups):
-                refuse_compact_state(group, f"param group {k}")
             all_params = [p for g in local.param_groups for p in g["params"]]
             check_params(all_params)
             digest = fingerprint(
@@ -139,7 +148,12 @@ class ShardedRMSprop:
         self._params = all_params
         self._group_of = [k for k, g in enumerate(self.param_groups) for _ in g["params"]]
         rank, ranks = comm.Get_rank(), comm.Get_size()
-        self._layout = Layout([p.size for p in all_params], [p.itemsize for p in all_params], ranks)
+        # Fixed here: the cuts, the state's storage and the checkpoints follow it.
+        self._state_dtypes: list[str] = [g["state_dtype"] for g in self.param_groups]
+        units = [cut_unit(self.param_groups[k], p) for k, p in zip(self._group_of, all_params)]
+        self._layout = Layout(
+            [p.size for p in all_params], [p.itemsize for p in all_params], ranks, units
+        )
         self.shard: tuple[int, int] = self._layout.shard(rank)
         # A private duplicate (collective, so after the agreement): the optimizer's messages can
         # never match the caller's own point-to-point traffic on comm.
@@ -151,11 +165,12 @@ class ShardedRMSprop:
         self._exchange = Exchange(private, self._layout, all_params, grad_reduction, packed)
         self._pieces = self._exchange.pieces
         self._piece_states: list[dict[str, Any]] = [{} for _ in self._pieces]
-        # The whole tensor's index and the piece's offset in it key the rounding noise.
-        self._placement = [(c.param, c.begin) for c in self._pieces]
+        # The whole tensor's index and the piece's offset in it key the rounding noise; its size
+        # decides its state's storage (8-bit or float32), as for the whole tensor.
+        self._placement = [(c.param, c.begin, all_params[c.param].size) for c in self._pieces]
         self._steps = [0] * len(all_params)  # every rank counts every param's steps
         self._keys: list[list[str]] = [[] for _ in all_params]
-        self._checks = GradChecks(all_params)
+        self._checks = GradChecks(all_params, self._state_dtypes)
         self._sixteen_bit_groups = [
             any(is_sixteen_bit(p.dtype) for p in g["params"]) for g in self.param_groups
         ]
@@ -218,11 +233,16 @@ class ShardedRMSprop:
 
     def _apply(self, grads: list[np.ndarray | None]) -> bool | None:
         folds = self._folds()
-        # The finite check needs the materialized sum; otherwise the step sums as it reads.
+        # The step sums as it reads, except where the finite check needs the materialized sum
+        # and for compact state, whose core path takes no addends.
+        piece_groups = [self._group_of[c.param] for c in self._pieces]
         reduced, addends = self._exchange.reduce(
             grads,
-            [folds[self._group_of[c.param]] for c in self._pieces],
-            fuse=not self.skip_if_nonfinite,
+            [folds[k] for k in piece_groups],
+            [
+                not self.skip_if_nonfinite and self._state_dtypes[k] == "float32"
+                for k in piece_groups
+            ],
         )
         if self.skip_if_nonfinite:
             finite = all(bool(np.isfinite(r).all()) for r in reduced if r is not None)
@@ -260,18 +280,9 @@ class ShardedRMSprop:
 
     def _create_state(self, j: int, k: int) -> None:
         state = self._piece_states[j]
-        group = self.param_groups[self._group_of[k]]
-        param = self._exchange.piece_params[j]
         state.setdefault("step", self._steps[k])
-        for key in needed_keys(group, self._params[k]):
-            if key in state:
-                continue
-            if key == "master_param":
-                state[key] = aligned_full(param, 0.0, np.float32)
-                np.copyto(state[key], param, casting="same_kind")
-            else:
-                fill = group["initial_square_avg"] if key == "square_avg" else 0.0
-                state[key] = aligned_full(param, fill, state_dtype(param))
+        group = self.param_groups[self._group_of[k]]
+        create_missing(state, group, self._exchange.piece_params[j], self._params[k])
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -298,7 +309,7 @@ class ShardedRMSprop:
             error = ValueError(f"root must be a rank in [0, {ranks}), got {root!r}")
         self._agree.check(error, 0 if error else int(root), "root of consolidated_state_dict")
         payload = [
-            (c.param, c.begin, {key: v for key, v in s.items() if key != "step"})
+            (c, {key: v for key, v in s.items() if key != "step"})
             for c, s in zip(self._pieces, self._piece_states)
             if s
         ]
@@ -308,18 +319,12 @@ class ShardedRMSprop:
         sd = pack_state_dict(self.param_groups, [])
         state: dict[int, dict[str, Any]] = {}
         for k, keys in enumerate(self._keys):
-            if not keys:
-                continue
-            p = self._params[k]
-            entry: dict[str, Any] = {"step": self._steps[k]}
-            for key in keys:
-                dtype = np.float32 if key == "master_param" else state_dtype(p)
-                entry[key] = np.empty(p.shape, dtype=dtype)
-            state[k] = entry
+            if keys:
+                storage = self._state_dtypes[self._group_of[k]]
+                state[k] = _shard_state.empty_entry(storage, self._params[k], keys, self._steps[k])
         for pieces in gathered:
-            for k, begin, buffers in pieces:
-                for key, values in buffers.items():
-                    state[k][key].reshape(-1)[begin : begin + values.size] = values
+            for piece, buffers in pieces:
+                _shard_state.put(state[piece.param], piece, buffers)
         sd["state"] = state
         return sd
 
@@ -334,7 +339,8 @@ class ShardedRMSprop:
         """
         error: BaseException | None = None
         digest = 0
-        groups = [dict(g) for g in self.param_groups]
+        # Checked against the state_dtype fixed at construction, even if a group was edited.
+        groups = [dict(g, state_dtype=s) for g, s in zip(self.param_groups, self._state_dtypes)]
         full: list[dict[str, Any]] = [{} for _ in self._params]
         try:
             load_into(groups, full, state_dict)  # every check of the single-process class
@@ -351,8 +357,4 @@ class ShardedRMSprop:
         self._steps = [int(s.get("step", 0)) for s in full]
         self._keys = [[key for key in s if key != "step"] for s in full]
         for j, c in enumerate(self._pieces):
-            entry = full[c.param]
-            self._piece_states[j] = {
-                key: v if key == "step" else aligned_copy(v.reshape(-1)[c.begin : c.end])
-                for key, v in entry.items()
-            }
+            self._piece_states[j] = _shard_state.cut(full[c.param], c)
