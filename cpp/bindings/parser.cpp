@@ -119,6 +119,24 @@ void Parser::add_tensor(Group& out, long long index, py::handle param_obj, py::h
   } else {
     grad = checked(grad_obj, Role::kGrad);
   }
+  // Addends are read like the grad and must fit the same way; the kernel sums them in the
+  // state precision, which only float32/float64 params with float state share with the grad.
+  std::vector<py::array> addend_arrays;
+  if (!addends.empty()) {
+    if (rows || compact || sixteen_bit(storage)) {
+      throw py::value_error(namer(Role::kGrad, index) + ": gradient addends need a dense "
+                            "float32/float64 gradient and float state; sum the gradients first");
+    }
+    for (std::size_t k = 0; k < addends.size(); ++k) {
+      try {
+        addend_arrays.push_back(checked(addends[k], Role::kGrad));
+      } catch (const py::type_error& e) {
+        throw py::type_error("addend " + std::to_string(k) + " of " + e.what());
+      } catch (const py::value_error& e) {
+        throw py::value_error("addend " + std::to_string(k) + " of " + e.what());
+      }
+    }
+  }
   const py::array square_avg = checked(square_avg_obj, Role::kSquareAvg);
   // std::optional, not an empty py::array: that would allocate a NumPy array every step.
   std::optional<py::array> grad_avg;
@@ -156,6 +174,18 @@ void Parser::add_tensor(Group& out, long long index, py::handle param_obj, py::h
     span.rounding_stream =
         placement ? placement->rounding_stream : static_cast<std::uint64_t>(index);
     span.index_offset = placement ? placement->index_offset : 0;
+    if constexpr (std::is_same_v<P, float> || std::is_same_v<P, double>) {
+      if (!addend_arrays.empty()) {
+        auto& lists = [this]() -> auto& {
+          if constexpr (std::is_same_v<P, float>) return f32_addends;
+          else return f64_addends;
+        }();
+        std::vector<const P*>& list = lists.emplace_back();
+        for (const py::array& a : addend_arrays) list.push_back(data_of<P>(a));
+        span.grad_addends = list.data();
+        span.grad_addend_count = list.size();
+      }
+    }
     if constexpr (std::is_same_v<S, float>) {
       if (compact) {
         point_at_compact_state(span, state, square_avg, scales, grad_avg, momentum_buffer);

@@ -7,6 +7,7 @@
 #include <pybind11/pybind11.h>
 
 #include <cstdint>
+#include <list>
 #include <optional>
 #include <vector>
 
@@ -64,6 +65,13 @@ struct Parser {
   // Where the next tensor sits in a larger one: set by the MPI sharder, whose shard pieces must
   // draw the whole tensor's stochastic-rounding noise and get the whole tensor's state storage.
   std::optional<Placement> placement;
+  // Gradients the step adds to the next tensor's grad, in order (TensorSpan::grad_addends):
+  // the MPI sharder's other ranks' gradients, summed in the kernel's pass.
+  std::vector<py::object> addends;
+  // The spans' addend pointer lists: a list keeps earlier spans' pointers valid and, unlike a
+  // deque, allocates nothing when no tensor has addends (every plain step builds a Parser).
+  std::list<std::vector<const float*>> f32_addends;
+  std::list<std::vector<const double*>> f64_addends;
 
   void add_interval(const py::array& a, const Origin& origin);
   // Checks one param with its gradient and state and appends it to `out`. `grad_avg` and

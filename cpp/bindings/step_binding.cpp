@@ -86,6 +86,7 @@ struct TensorRefs {
   py::object square_avg_scale;
   long long step;
   std::optional<Placement> placement;
+  std::vector<py::object> addends;
 };
 
 struct GroupRefs {
@@ -152,8 +153,11 @@ auto in_group(std::size_t k, Parse&& parse) {
 // an inf or NaN. placement, None or a list aligned with states of (rounding_stream,
 // index_offset, tensor_size) triples of non-negative ints, says where each tensor sits in a
 // larger one (a shard piece); by default a tensor is its own whole, with its index as stream.
+// addends, None or a list aligned with grads of None or lists of arrays, gives gradients the
+// kernel adds to each grad in order as it reads it (TensorSpan::grad_addends).
 int step_optimizer(py::list groups_list, py::handle grads_obj, py::list states_list,
-                   bool create_state_first, bool skip_if_nonfinite, py::object placement) {
+                   bool create_state_first, bool skip_if_nonfinite, py::object placement,
+                   py::object addends) {
   if (!PyList_Check(grads_obj.ptr()) && !PyTuple_Check(grads_obj.ptr())) {
     throw py::type_error("grads must be a list with one gradient per param, got " +
                          describe_type(grads_obj) +
@@ -178,6 +182,18 @@ int step_optimizer(py::list groups_list, py::handle grads_obj, py::list states_l
     placements = items_of(placement);
     if (placements.size() != total) {
       throw py::value_error("placement must be None or a list with one triple per state");
+    }
+  }
+  std::vector<py::object> addend_lists;
+  if (!addends.is_none()) {
+    const char* wanted = "addends must be None or a list with one entry (None or a list of "
+                         "arrays) per gradient";
+    if (!PyList_Check(addends.ptr())) throw py::type_error(wanted);
+    addend_lists = items_of(addends);
+    if (addend_lists.size() != total) throw py::value_error(wanted);
+    if (skip_if_nonfinite) {
+      throw py::value_error("addends cannot be combined with skip_if_nonfinite (the check "
+                            "needs the summed gradient); sum the gradients first");
     }
   }
   const Keys& key = keys();
@@ -223,6 +239,20 @@ int step_optimizer(py::list groups_list, py::handle grads_obj, py::list states_l
                    buffer(out.state_dtype == StateDtype::kEightBit, key.square_avg_scale), 0,
                    std::nullopt};
       if (!placements.empty()) t.placement = placement_of(placements[index]);
+      if (!addend_lists.empty() && !addend_lists[index].is_none()) {
+        const py::object& list = addend_lists[index];
+        if (!PyList_Check(list.ptr())) {
+          throw py::type_error("addends[" + std::to_string(index) + "] must be None or a list "
+                               "of arrays");
+        }
+        t.addends = items_of(list);
+        for (const py::object& a : t.addends) {
+          if (a.is_none()) {
+            throw py::type_error("addends[" + std::to_string(index) + "] holds None; pass "
+                                 "only arrays");
+          }
+        }
+      }
       const py::object step_obj = dict_item(state, key.step);
       if (step_obj) {
         t.step = as_step(step_obj, [&] { return "state[" + std::to_string(index) + "]['step']"; });
@@ -243,6 +273,7 @@ int step_optimizer(py::list groups_list, py::handle grads_obj, py::list states_l
       try {
         parser.group = static_cast<long long>(g);
         parser.placement = t.placement;
+        parser.addends = t.addends;
         parser.add_tensor(parsed[g], t.index, t.param, t.grad, t.square_avg,
                           t.square_avg_scale, t.grad_avg, t.momentum_buffer, t.master_param,
                           collected[g].want_master, collected[g].state_dtype, t.step + 1);
@@ -301,7 +332,7 @@ void roofline(py::array_t<float, py::array::c_style> p, py::array_t<float, py::a
 void bind_step(py::module_& m) {
   m.def("step_optimizer", &step_optimizer, py::arg("groups"), py::arg("grads"),
         py::arg("states"), py::arg("create_state_first"), py::arg("skip_if_nonfinite"),
-        py::arg("placement") = py::none(),
+        py::arg("placement") = py::none(), py::arg("addends") = py::none(),
         "Validate every group, then run one fused step per group with the GIL released.\n\n"
         "groups are the param-group dicts (hyper-parameters and 'params'); grads and states\n"
         "(dicts) are aligned with all params. Nothing is written unless every\n"
@@ -310,7 +341,9 @@ void bind_step(py::module_& m) {
         "(skip_if_nonfinite and a gradient is inf/NaN); nothing changes unless 0.\n"
         "placement: None, or one (rounding_stream, index_offset, tensor_size) triple per\n"
         "state for tensors that are pieces of larger ones (the whole tensor's\n"
-        "stochastic-rounding noise and state storage; 8-bit pieces span whole blocks).");
+        "stochastic-rounding noise and state storage; 8-bit pieces span whole blocks).\n"
+        "addends: None, or per grad None or a list of arrays the step adds to it in order,\n"
+        "((grad + a0) + a1) + ..., as it reads it (float32/float64 params, float state).");
   m.def("step_functional", &step_functional, py::arg("options"), py::arg("param"),
         py::arg("grad"), py::arg("square_avg"), py::arg("grad_avg"),
         py::arg("momentum_buffer"), py::arg("master_param"), py::arg("step"),

@@ -243,6 +243,19 @@ void check_compact(const Options& options, const Span& t, const Name& tensor) {
           [&] { return tensor() + ": momentum > 0 needs a momentum_buffer"; });
 }
 
+// The kernel sums addends in the state precision only where that is the gradients' own: a
+// 16-bit gradient sum must be rounded to 16 bits first, so those hosts sum themselves.
+template <class Span, class Name>
+void check_addends(const Span& t, const Name& tensor) {
+  using P = std::remove_const_t<std::remove_pointer_t<decltype(Span::grad)>>;
+  require(sizeof(P) >= 4 && t.state_dtype == StateDtype::kFloat, [&] {
+    return tensor() + ": grad_addends need float32 or float64 params with float state";
+  });
+  const auto end = t.grad_addends + t.grad_addend_count;
+  require(t.grad_addends && std::find(t.grad_addends, end, nullptr) == end,
+          [&] { return tensor() + ": grad_addends holds a null pointer"; });
+}
+
 template <class P>
 void step_impl(const Options& options, const TensorSpan<P, detail::StateT<P>>* tensors,
                std::size_t count) {
@@ -254,6 +267,7 @@ void step_impl(const Options& options, const TensorSpan<P, detail::StateT<P>>* t
     const auto& t = tensors[k];
     if (t.size == 0) continue;
     const auto tensor = [k] { return "tensor " + std::to_string(k); };
+    if (t.grad_addend_count > 0) check_addends(t, tensor);
     if (t.state_dtype != StateDtype::kFloat) {
       check_compact(options, t, tensor);
       continue;
@@ -291,6 +305,12 @@ void step_impl(const Options& options, const TensorSpan<P, detail::StateT<P>>* t
 
 template <class P>
 bool grads_finite_impl(const TensorSpan<P, detail::StateT<P>>* tensors, std::size_t count) {
+  for (std::size_t k = 0; k < count; ++k) {
+    require(tensors[k].grad_addend_count == 0, [k] {
+      return "tensor " + std::to_string(k) + ": grads_finite cannot check a span with "
+             "grad_addends (a sum of finite terms can overflow); check the summed gradient";
+    });
+  }
   const detail::FiniteRangeFn<P> finite = detail::active_kernel_table().finite<P>();
   std::atomic<bool> all_finite{true};
   run_split(tensors, count, [&](std::size_t k, std::size_t b, std::size_t e) {

@@ -42,6 +42,19 @@ struct Broadcast {
 template <class P>
 constexpr bool kSixteenBit = sizeof(P) == 2;
 
+// The gradient, with any addends summed in the span's order (a data-parallel rank-order sum)
+// in this pass rather than one of its own. A span without addends pays one compare per lanes.
+template <class V, class P, class T>
+inline V load_grad(const TensorSpan<P, T>& t, std::size_t i) {
+  V g = load_lanes(Tag<V>{}, t.grad + i);
+  if constexpr (!kSixteenBit<P>) {
+    for (std::size_t k = 0; k < t.grad_addend_count; ++k) {
+      g = add_first_nan(g, V::load(t.grad_addends[k] + i));
+    }
+  }
+  return g;
+}
+
 // One step on V::kLanes elements starting at index i. The operation order here IS the rounding
 // contract: Wide and Scalar run exactly this sequence, so body and tail agree bit for bit.
 // Every addition whose two operands can both be NaN is add_first_nan: the left operand as
@@ -53,7 +66,7 @@ template <bool kCentered, MomentumMode kMomentum, WeightDecayMode kWeightDecay, 
 inline void update_lanes(const Broadcast<V, T>& c, const TensorSpan<P, T>& t, const State& st,
                          std::size_t i, const std::uint32_t* noise) {
   const auto state_noise = st.template noise<V>(i);
-  V g = load_lanes(Tag<V>{}, t.grad + i);
+  V g = load_grad<V>(t, i);
   if constexpr (kUnscale) g = g / c.grad_scale;
   g = g * c.grad_sign;
   V p;

@@ -28,8 +28,11 @@ def step_optimizer(
     create_state_first: bool,
     skip_if_nonfinite: bool,
     placement: list[tuple[int, int, int]] | None = None,
+    addends: list[list[np.ndarray] | None] | None = None,
 ) -> int:
-    """0 applied, 1 a state lacks a buffer (create_state_first), 2 skipped (non-finite grad)."""
+    """0 applied, 1 a state lacks a buffer (create_state_first), 2 skipped (non-finite grad).
+
+    ``addends[j]``: arrays the kernel adds to grad j in order, ((g + a0) + a1) + ..."""
 
 def step_functional(
     options: tuple[Any, ...],

@@ -83,10 +83,17 @@ struct CompactState {
 // writes instead of param, storing the rounded result into param.
 // `step` is the step number t being taken (1 on the first step); it matters for
 // bias_correction and stochastic rounding. Buffers must not overlap (no aliasing assumed).
+// grad_addends (float and double params with float state only): further gradients of `size`
+// elements each, read-only, that the step adds to grad as it loads it, in the state precision
+// and in order: g = ((grad + grad_addends[0]) + grad_addends[1]) + ..., a NaN on the left
+// winning when both operands are NaN (NumPy's np.add gives the same bits). A data-parallel host
+// passes every rank's gradient this way instead of summing them in a pass of its own.
 template <class P, class S = P>
 struct TensorSpan {
   P* param = nullptr;
   const P* grad = nullptr;
+  const P* const* grad_addends = nullptr;
+  std::size_t grad_addend_count = 0;
   S* square_avg = nullptr;
   S* grad_avg = nullptr;
   S* momentum_buffer = nullptr;
@@ -112,7 +119,8 @@ void step(const Options& options, const TensorSpan<float16, float>* tensors, std
 void step(const Options& options, const TensorSpan<bfloat16, float>* tensors, std::size_t count);
 
 // True when every gradient element of the list is finite (a read-only pass; for the AMP
-// pattern "skip the step if any gradient overflowed").
+// pattern "skip the step if any gradient overflowed"). Throws std::invalid_argument for a span
+// with grad_addends: the finiteness of a sum is not that of its terms.
 bool grads_finite(const TensorSpan<float>* tensors, std::size_t count);
 bool grads_finite(const TensorSpan<double>* tensors, std::size_t count);
 bool grads_finite(const TensorSpan<float16, float>* tensors, std::size_t count);

@@ -1,7 +1,9 @@
 """The data movement of one sharded step: gradients to the ranks that own them, the rank-order
 sum SPEC §7 defines, and the updated params back to every rank. Every message goes straight
 from the caller's arrays into the receiver's (no packing, no staging copy); buffers are
-allocated once. The only arithmetic here is that sum (and the one division of "mean").
+allocated once. Where it can, the core's step adds the received gradients itself as it reads
+them (in the same order, to the same bits); the only arithmetic left here is that sum where
+it cannot (16-bit gradients, a finite check, a "mean" not folded into the step).
 """
 
 from __future__ import annotations
@@ -111,19 +113,32 @@ class Exchange:
         self.scratch = np.empty(longest16, dtype=np.float32)
 
     def reduce(
-        self, grads: Sequence[np.ndarray | None], folded: Sequence[bool] = ()
-    ) -> list[np.ndarray | None]:
-        """This rank's pieces of the reduced gradients (None where the grad is None).
+        self,
+        grads: Sequence[np.ndarray | None],
+        folded: Sequence[bool] = (),
+        fuse: Sequence[bool] = (),
+    ) -> tuple[list[np.ndarray | None], list[list[np.ndarray] | None]]:
+        """This rank's pieces of the reduced gradients (None where the grad is None), and per
+        piece None or the gradients the step must still add to that piece, in order.
 
         ``folded[j]`` true: piece j's "mean" division is left to the step (its group runs with
-        grad_scale N, and the kernel's g / N is the same IEEE division), saving a pass."""
+        grad_scale N, and the kernel's g / N is the same IEEE division), saving a pass.
+        ``fuse[j]`` true (the caller needs no materialized sum of piece j, whose state is
+        float): a float32/float64 piece whose division, if any, is folded comes back as g_0
+        with addends [g_1, ..., g_{N-1}], which the kernel sums as it loads them, saving the
+        pass that writes the sum and re-reads it."""
         flat = [None if g is None else g.reshape(-1) for g in grads]
         own = [flat[c.param] for c in self.pieces]
+        none: list[list[np.ndarray] | None] = [None] * len(self.pieces)
         if self.reduction == "none" or self.ranks == 1:  # g_0 alone, or already reduced
-            return [None if g is None else g[c.begin : c.end] for c, g in zip(self.pieces, own)]
+            own_pieces = [
+                None if g is None else g[c.begin : c.end] for c, g in zip(self.pieces, own)
+            ]
+            return own_pieces, none
         transfers = self.reduce_transfers(flat)
         move(self.comm, transfers)
         result: list[np.ndarray | None] = []
+        addends = list(none)
         with np.errstate(all="ignore"):  # the caller's infs and NaNs are summed like numbers
             for j, c in enumerate(self.pieces):
                 g = own[j]
@@ -132,9 +147,13 @@ class Exchange:
                     continue
                 sources = [g[c.begin : c.end] if s is None else s for s in self.sources[j]]
                 divide = self.reduction == "mean" and not (folded and folded[j])
+                if fuse and fuse[j] and not divide and not is_sixteen_bit(g.dtype):
+                    result.append(sources[0])
+                    addends[j] = sources[1:]
+                    continue
                 self._sum_in_rank_order(sources, self.reduced[j], divide)
                 result.append(self.reduced[j])
-        return result
+        return result, addends
 
     def reduce_transfers(self, flat: Sequence[np.ndarray | None]) -> list[Transfer]:
         """Receive every other rank's gradient pieces of this rank's range; send this rank's

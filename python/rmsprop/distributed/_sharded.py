@@ -233,8 +233,16 @@ class ShardedRMSprop:
 
     def _apply(self, grads: list[np.ndarray | None]) -> bool | None:
         folds = self._folds()
-        reduced = self._exchange.reduce(
-            grads, [folds[self._group_of[c.param]] for c in self._pieces]
+        # The step sums as it reads, except where the finite check needs the materialized sum
+        # and for compact state, whose core path takes no addends.
+        piece_groups = [self._group_of[c.param] for c in self._pieces]
+        reduced, addends = self._exchange.reduce(
+            grads,
+            [folds[k] for k in piece_groups],
+            [
+                not self.skip_if_nonfinite and self._state_dtypes[k] == "float32"
+                for k in piece_groups
+            ],
         )
         if self.skip_if_nonfinite:
             finite = all(bool(np.isfinite(r).all()) for r in reduced if r is not None)
@@ -257,7 +265,7 @@ class ShardedRMSprop:
             groups.append(local)
         if self._pieces:
             result = _core.step_optimizer(
-                groups, reduced, self._piece_states, False, False, self._placement
+                groups, reduced, self._piece_states, False, False, self._placement, addends
             )
             if result != 0:
                 raise RuntimeError(f"internal: the core returned {result}")
