@@ -41,9 +41,9 @@ def state_noise(
     seed: int, stream: int, step: int, size: int, buffer: str, first: int = 0
 ) -> np.ndarray:
     """Uniform numbers in [0, 1) (multiples of 2^-16) rounding ``buffer`` of elements
-    first..first+size-1 of tensor ``stream`` at ``step``: the element's 32-bit hash under the buffer's key
-    (mix64 of the rounding key and a salt), low 16 bits for square_avg and grad_avg, high 16
-    for momentum_buffer."""
+    first..first+size-1 of tensor ``stream`` at ``step``: the element's 32-bit hash under the
+    buffer's key (mix64 of the rounding key and a salt), low 16 bits for square_avg and
+    grad_avg, high 16 for momentum_buffer."""
     key = mix64(np.uint64(seed))
     key = mix64(key ^ np.uint64(stream))
     key = mix64(key ^ np.uint64(step))
