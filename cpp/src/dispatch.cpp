@@ -1,5 +1,5 @@
-// The driver behind rmsprop::step: option checks, coefficients and the OpenMP split of the
-// work over the active ISA's kernels (isa.cpp picks them). Compiled for the baseline ISA. Must
+// The driver behind rmsprop::step: per-tensor checks and the OpenMP split of the work over the
+// active ISA's kernels (isa.cpp picks them; options.cpp checks options and makes coefficients). Compiled for the baseline ISA. Must
 // not contain intrinsics or element-wise math (that is the kernel's job) and nothing
 // Python-specific.
 #include <algorithm>
@@ -71,64 +71,7 @@ bool may_go_parallel() {
 bool may_go_parallel() { return true; }
 #endif
 
-// ---------------------------------------------------------------------------------------------
-// Options and coefficients.
-
-// Checks run on every step, so the message is only built when the check fails.
-template <class MakeMessage>
-void require(bool ok, MakeMessage&& make_message) {
-  if (!ok) throw std::invalid_argument(make_message());
-}
-
-std::string number(double x) {
-  std::string s = std::to_string(x);
-  return std::isfinite(x) ? s : (std::isnan(x) ? "nan" : (x > 0 ? "inf" : "-inf"));
-}
-
-void require_non_negative(double value, const char* name) {
-  require(std::isfinite(value) && value >= 0.0, [&] {
-    return std::string(name) + " must be a finite number >= 0, got " + number(value);
-  });
-}
-
-template <class T>
-Coefficients<T> coefficients_for(const Options& o, std::int64_t step, std::uint64_t stream) {
-  double inv_bias_correction = 1.0;
-  if (o.bias_correction) {
-    const double t = static_cast<double>(std::max<std::int64_t>(step, 1));
-    inv_bias_correction = 1.0 / (1.0 - std::pow(o.alpha, t));
-  }
-  const double in_scale = o.lr_in_momentum ? o.lr : 1.0;
-  const double out_scale = o.lr_in_momentum ? 1.0 : o.lr;
-  return Coefficients<T>{static_cast<T>(o.maximize ? -1.0 : 1.0),
-                         static_cast<T>(o.lr),
-                         static_cast<T>(o.weight_decay),
-                         static_cast<T>(o.lr * o.weight_decay),
-                         static_cast<T>(o.alpha),
-                         static_cast<T>(1.0 - o.alpha),
-                         static_cast<T>(inv_bias_correction),
-                         static_cast<T>(o.eps),
-                         static_cast<T>(o.momentum),
-                         static_cast<T>(in_scale),
-                         static_cast<T>(out_scale),
-                         static_cast<T>(o.grad_scale),
-                         detail::mix64(detail::mix64(detail::mix64(o.rounding_seed) ^ stream) ^
-                                       static_cast<std::uint64_t>(step))};
-}
-
-Variant variant_for(const Options& o) {
-  Variant v;
-  v.centered = o.centered;
-  v.eps_in_sqrt = o.eps_in_sqrt;
-  v.unscale = o.grad_scale != 1.0;
-  v.stochastic = o.stochastic_rounding;
-  if (o.momentum > 0.0) v.momentum = o.nesterov ? MomentumMode::kNesterov : MomentumMode::kHeavyBall;
-  if (o.weight_decay > 0.0) {
-    v.weight_decay =
-        o.decoupled_weight_decay ? WeightDecayMode::kDecoupled : WeightDecayMode::kCoupled;
-  }
-  return v;
-}
+using detail::require;
 
 // Lays the tensors end to end, each padded to whole cache lines, and gives every thread one
 // contiguous slice of that line-aligned index space. Chunk borders therefore fall on cache-line
@@ -279,7 +222,7 @@ void step_impl(const Options& options, const TensorSpan<P, detail::StateT<P>>* t
     require(options.momentum == 0.0 || t.momentum_buffer,
             [&] { return tensor() + ": momentum > 0 needs a momentum_buffer"; });
   }
-  const Variant variant = variant_for(options);
+  const Variant variant = detail::variant_of(options);
   // Coefficients differ between tensors only through the step count (bias correction) and the
   // tensor's stochastic-rounding stream.
   // Compact state is rounded stochastically, keyed on the tensor's stream and step.
@@ -292,10 +235,10 @@ void step_impl(const Options& options, const TensorSpan<P, detail::StateT<P>>* t
   if (per_tensor) {
     for (std::size_t k = 0; k < count; ++k) {
       coefficients.push_back(
-          coefficients_for<T>(options, tensors[k].step, tensors[k].rounding_stream));
+          detail::coefficients_of<T>(options, tensors[k].step, tensors[k].rounding_stream));
     }
   } else {
-    coefficients.push_back(coefficients_for<T>(options, 1, 0));
+    coefficients.push_back(detail::coefficients_of<T>(options, 1, 0));
   }
   const detail::UpdateRangeFn<P> kernel = detail::active_kernel_table().update<P>();
   run_split(tensors, count, [&](std::size_t k, std::size_t b, std::size_t e) {
@@ -323,41 +266,6 @@ bool grads_finite_impl(const TensorSpan<P, detail::StateT<P>>* tensors, std::siz
 
 // ---------------------------------------------------------------------------------------------
 // Public API.
-
-std::optional<Float32RangeProblem> float32_range_problem(const Options& o) {
-  constexpr double kLargest = std::numeric_limits<float>::max();
-  const std::pair<const char*, double> values[] = {
-      {"lr", o.lr},
-      {"eps", o.eps},
-      {"weight_decay", o.weight_decay},
-      {"lr * weight_decay", o.lr * o.weight_decay},
-      {"momentum", o.momentum},
-      {"grad_scale", o.grad_scale},
-  };
-  for (const auto& [name, value] : values) {
-    if (value > kLargest) return Float32RangeProblem{name, value, false};
-  }
-  if (o.grad_scale < std::numeric_limits<float>::denorm_min()) {
-    return Float32RangeProblem{"grad_scale", o.grad_scale, true};
-  }
-  return std::nullopt;
-}
-
-void validate(const Options& o) {
-  require_non_negative(o.lr, "lr");
-  require_non_negative(o.eps, "eps");
-  require_non_negative(o.weight_decay, "weight_decay");
-  require_non_negative(o.momentum, "momentum");
-  require(std::isfinite(o.alpha) && o.alpha >= 0.0 && o.alpha <= 1.0,
-          [&] { return "alpha must be in [0, 1], got " + number(o.alpha); });
-  require(!o.nesterov || o.momentum > 0.0,
-          [] { return std::string("nesterov=True requires momentum > 0"); });
-  require(!o.bias_correction || o.alpha < 1.0, [] {
-    return std::string("bias_correction=True requires alpha < 1 (1 - alpha^t would be 0)");
-  });
-  require(std::isfinite(o.grad_scale) && o.grad_scale > 0.0,
-          [&] { return "grad_scale must be a finite number > 0, got " + number(o.grad_scale); });
-}
 
 void step(const Options& options, const TensorSpan<float>* tensors, std::size_t count) {
   step_impl<float>(options, tensors, count);
@@ -429,14 +337,6 @@ void roofline_pass(float* p, const float* g, float* v, std::size_t size) {
 
 namespace detail {
 
-Variant variant_of(const Options& options) { return variant_for(options); }
-template <class T>
-Coefficients<T> coefficients_of(const Options& options, std::int64_t step, std::uint64_t stream) {
-  return coefficients_for<T>(options, step, stream);
-}
-template Coefficients<float> coefficients_of<float>(const Options&, std::int64_t, std::uint64_t);
-template Coefficients<double> coefficients_of<double>(const Options&, std::int64_t,
-                                                      std::uint64_t);
 int threads_for_work(std::size_t elements) {
   const int threads = threads_for(elements);
   return threads > 1 && may_go_parallel() ? threads : 1;

@@ -1,16 +1,24 @@
 // Pieces of the dense driver (dispatch.cpp) that other drivers over the same kernels reuse: the
-// active kernel table, the coefficients and variant of a step, and the thread policy.
+// active kernel table, the coefficients and variant of a step (options.cpp), the thread policy
+// and the check helper.
 // Must not contain intrinsics or element-wise math.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+#include <stdexcept>
 
 #include "kernel.hpp"
 #include "rmsprop/rmsprop.hpp"
 
 namespace rmsprop {
 namespace detail {
+
+// Checks run on every step, so the message is only built when the check fails.
+template <class MakeMessage>
+void require(bool ok, MakeMessage&& make_message) {
+  if (!ok) throw std::invalid_argument(make_message());
+}
 
 KernelTable active_kernel_table();
 Variant variant_of(const Options& options);
