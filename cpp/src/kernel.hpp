@@ -21,7 +21,7 @@ struct Variant {
   MomentumMode momentum = MomentumMode::kNone;
   WeightDecayMode weight_decay = WeightDecayMode::kNone;
   bool eps_in_sqrt = false;
-  bool unscale = false;     // divide gradients by grad_scale (always done for 16-bit params)
+  bool unscale = false;     // divide gradients by grad_scale (compiled out when it is 1)
   bool stochastic = false;  // bfloat16 params: stochastic rounding of the stored result
 };
 

@@ -43,6 +43,16 @@ inline T min_keep_nan(T limit, T x) {
 template <class V>
 struct Tag {};
 
+// Asks for the cache line `bytes` past p (a hint: never faults, whatever the address).
+inline void prefetch_ahead(const void* p, std::size_t bytes) {
+#if defined(__GNUC__)
+  __builtin_prefetch(reinterpret_cast<const char*>(reinterpret_cast<std::uintptr_t>(p) + bytes));
+#else
+  (void)p;
+  (void)bytes;
+#endif
+}
+
 // a + b where, when both are NaN, the result is a's NaN (quieted). x86 returns the first source
 // operand's NaN, but addition is commutative to the compiler, which swaps the operands as
 // register allocation suits it, differently in Wide and Scalar code and per ISA: two different

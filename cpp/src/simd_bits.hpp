@@ -39,7 +39,7 @@ struct Bits<Scalar<float>> {
   static Bits load(const std::uint32_t* p) { return {*p}; }
   void store(std::uint32_t* p) const { *p = value; }
   static Bits load_bytes(const std::uint8_t* p) { return {*p}; }
-  // Lanes in [0, 2^31) to bytes, saturating at 255.
+  // Lanes in [0, 2^31) to bytes, saturating at 255 (every ISA agrees only on that range).
   void store_bytes_saturated(std::uint8_t* p) const {
     *p = static_cast<std::uint8_t>(value > 255u ? 255u : value);
   }
@@ -199,6 +199,11 @@ struct Bits<Wide<float>> {
   }
 };
 #endif
+
+// A translation unit whose float lanes and integer lanes differ (AVX without AVX2) must not
+// compile rather than pair them wrongly.
+static_assert(sizeof(Bits<Wide<float>>) == sizeof(Wide<float>),
+              "integer lanes must match the float lanes");
 
 }  // namespace
 }  // namespace RMSPROP_ISA_NS

@@ -131,6 +131,11 @@ struct FloatState {
   T* momentum_buffer;
   template <class V>
   NoNoise noise(std::size_t) const { return {}; }
+  void prefetch(std::size_t i, std::size_t ahead) const {
+    prefetch_ahead(square_avg + i, ahead * sizeof(T));
+    if (grad_avg) prefetch_ahead(grad_avg + i, ahead * sizeof(T));
+    if (momentum_buffer) prefetch_ahead(momentum_buffer + i, ahead * sizeof(T));
+  }
   template <class V>
   V load_square_avg(std::size_t i) const { return V::load(square_avg + i); }
   template <class V>
@@ -159,6 +164,11 @@ struct Bfloat16State {
   bfloat16* grad_avg;
   bfloat16* momentum_buffer;
   const BlockNoise* block;
+  void prefetch(std::size_t i, std::size_t ahead) const {
+    prefetch_ahead(square_avg + i, ahead * 2);
+    if (kCentered) prefetch_ahead(grad_avg + i, ahead * 2);
+    if (momentum_buffer) prefetch_ahead(momentum_buffer + i, ahead * 2);
+  }
   template <class V>
   LaneNoise<V> noise(std::size_t i) const {
     if constexpr (kCentered) return {block->hash<V>(i), block->grad_avg_hash<V>(i)};
@@ -198,6 +208,10 @@ struct EightBitState {
   std::size_t base;  // local index of the block's first element
   bfloat16* momentum_buffer;
   const BlockNoise* block;
+  void prefetch(std::size_t i, std::size_t ahead) const {
+    prefetch_ahead(codes + i, ahead);
+    if (kMomentum) prefetch_ahead(momentum_buffer + i, ahead * 2);
+  }
   template <class V>
   Bits<V> noise(std::size_t i) const {
     if constexpr (kMomentum) return block->hash<V>(i);
