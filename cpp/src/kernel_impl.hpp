@@ -164,6 +164,10 @@ inline void update_lanes_range(const Variant& variant, const Coefficients<T>& co
     prefetch_ahead(tensor.param + i, kAhead * sizeof(P));
     if constexpr (kSixteenBit<P>) {
       if (tensor.master_param) prefetch_ahead(tensor.master_param + i, kAhead * sizeof(T));
+    } else {
+      for (std::size_t k = 0; k < tensor.grad_addend_count; ++k) {
+        prefetch_ahead(tensor.grad_addends[k] + i, kAhead * sizeof(P));
+      }
     }
     st.prefetch(i, kAhead);
     if (stochastic) fill_noise<W::kLanes>(key, tensor.index_offset + i, noise);
