@@ -5,7 +5,9 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <optional>
 #include <string>
+#include <type_traits>
 
 namespace rmsprop {
 namespace bindings {
@@ -75,6 +77,27 @@ py::array checked_array(py::handle obj, const Origin& origin, const Namer& namer
 template <class T>
 T* data_of(const py::array& a) {
   return reinterpret_cast<T*>(py::detail::array_proxy(a.ptr())->data);
+}
+
+template <class T>
+T* data_or_null(const std::optional<py::array>& a) {
+  return a ? data_of<T>(*a) : nullptr;
+}
+
+// Points a dense or a row-sparse span at its param and float state buffers (absent ones
+// null); compact state is pointed at afterwards (compact_state.hpp).
+template <class Span>
+void point_at_state(Span& span, const py::array& param, const py::array& square_avg,
+                    const std::optional<py::array>& grad_avg,
+                    const std::optional<py::array>& momentum_buffer,
+                    const std::optional<py::array>& master_param) {
+  using P = std::remove_pointer_t<decltype(span.param)>;
+  using S = std::remove_pointer_t<decltype(span.square_avg)>;
+  span.param = data_of<P>(param);
+  span.square_avg = data_of<S>(square_avg);
+  span.grad_avg = data_or_null<S>(grad_avg);
+  span.momentum_buffer = data_or_null<S>(momentum_buffer);
+  span.master_param = data_or_null<S>(master_param);
 }
 
 }  // namespace bindings

@@ -163,12 +163,8 @@ void Parser::add_tensor(Group& out, long long index, py::handle param_obj, py::h
     using P = std::remove_pointer_t<decltype(Span::param)>;
     using S = std::remove_pointer_t<decltype(Span::square_avg)>;
     Span span;
-    span.param = data_of<P>(param);
+    point_at_state(span, param, square_avg, grad_avg, momentum_buffer, master_param);
     span.grad = data_of<P>(*grad);
-    span.square_avg = data_of<S>(square_avg);
-    span.grad_avg = grad_avg ? data_of<S>(*grad_avg) : nullptr;
-    span.momentum_buffer = momentum_buffer ? data_of<S>(*momentum_buffer) : nullptr;
-    span.master_param = master_param ? data_of<S>(*master_param) : nullptr;
     span.size = static_cast<std::size_t>(param.size());
     span.step = step;
     span.rounding_stream =

@@ -42,11 +42,6 @@ std::string row_shape_of(const py::array& param, const std::string& count) {
   return s + ")";
 }
 
-template <class P>
-P* data_or_null(const std::optional<py::array>& a) {
-  return a ? data_of<P>(*a) : nullptr;
-}
-
 }  // namespace
 
 bool is_row_grad(py::handle obj) {
@@ -140,11 +135,7 @@ void RowGroup::add(const py::array& param, const RowGradArrays& grad,
     using P = std::remove_pointer_t<decltype(Span::param)>;
     using S = std::remove_pointer_t<decltype(Span::square_avg)>;
     Span span;
-    span.param = data_of<P>(param);
-    span.square_avg = data_of<S>(square_avg);
-    span.grad_avg = data_or_null<S>(grad_avg);
-    span.momentum_buffer = data_or_null<S>(momentum_buffer);
-    span.master_param = data_or_null<S>(master_param);
+    point_at_state(span, param, square_avg, grad_avg, momentum_buffer, master_param);
     span.rows = grad.rows;
     span.row_size = grad.row_size;
     span.indices = data_of<const std::int64_t>(grad.indices);

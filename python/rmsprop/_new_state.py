@@ -26,6 +26,19 @@ from ._buffers import (
 Created = tuple[dict[str, Any], str, Any]
 
 
+def buffer_keys(group: Mapping[str, Any]) -> list[str]:
+    """The state buffers a group's options need (the core refuses a step that lacks one);
+    square_avg_scale is made only for params whose state is 8-bit."""
+    keys = ["square_avg", "square_avg_scale"]
+    if group["momentum"] > 0:
+        keys.append("momentum_buffer")
+    if group["centered"]:
+        keys.append("grad_avg")
+    if group["master_weights"]:
+        keys.append("master_param")
+    return keys
+
+
 def create_missing_state(
     param_groups: Sequence[Mapping[str, Any]],
     states: Sequence[dict[str, Any]],
@@ -42,13 +55,7 @@ def create_missing_state(
     start = 0
     for group in param_groups:
         params = group["params"]
-        keys = ["square_avg", "square_avg_scale"]
-        if group["momentum"] > 0:
-            keys.append("momentum_buffer")
-        if group["centered"]:
-            keys.append("grad_avg")
-        if group["master_weights"]:
-            keys.append("master_param")
+        keys = buffer_keys(group)
         for offset, param in enumerate(params):
             state = states[start + offset]
             # A param that is not a float array gets nothing: the core then reports the

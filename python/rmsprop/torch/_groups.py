@@ -71,16 +71,3 @@ class Group:
         self.slots = slots
         self.steps = steps
         self.views = [slot.view for slot in slots]
-
-
-def buffer_keys(group: dict[str, Any]) -> list[str]:
-    """The state buffers a group's options need (the core refuses a step that lacks one);
-    square_avg_scale is made only for params whose state is 8-bit."""
-    keys = ["square_avg", "square_avg_scale"]
-    if group["momentum"] > 0:
-        keys.append("momentum_buffer")
-    if group["centered"]:
-        keys.append("grad_avg")
-    if group["master_weights"]:
-        keys.append("master_param")
-    return keys

@@ -19,10 +19,11 @@ from torch.optim.optimizer import (
 )
 
 from .. import _core
+from .._new_state import buffer_keys
 from .._options import UNSET, resolve_defaults
 from ..rows import RowGrad
 from ._checkpoint import load_state_dict
-from ._groups import TORCH_KEYS, Group, buffer_keys, check_torch_options, core_options
+from ._groups import TORCH_KEYS, Group, check_torch_options, core_options
 from ._state import Slot, checked_entry
 from ._tensors import describe, grad_view, param_view, renamed
 
