@@ -217,9 +217,8 @@ void update_range_compact(const Variant& variant, const Coefficients<float>& coe
       const std::size_t n = end - b < kEightBitBlock ? end - b : kEightBitBlock;
       noise.start_block(b, n);
       float* scale = cs.square_avg_scales + b / kEightBitBlock;
-      const EightBitState<kHasMomentum> st{cs.square_avg_codes, cs.square_avg_codes, *scale,
-                                           block_v[k], hashes[k], b, cs.momentum_buffer,
-                                           &noise};
+      const EightBitState<kHasMomentum> st{cs.square_avg_codes, *scale, block_v[k], hashes[k], b,
+                                           cs.momentum_buffer, &noise};
       update_lanes_range<kCentered, kMomentum, kWeightDecay, kEpsInSqrt, kUnscale>(
           variant, coefficients, wide, tensor, st, b, b + n, [&pending] { pending.next(); });
       pending.finish();

@@ -200,8 +200,7 @@ struct Bfloat16State {
 // (computing them once). No grad_avg: centered=True is refused.
 template <bool kMomentum>
 struct EightBitState {
-  const std::uint8_t* codes;  // the tensor's codes (local index)
-  std::uint8_t* codes_out;    // the same codes, written by PendingEncode
+  std::uint8_t* codes;  // the tensor's codes (local index); PendingEncode writes them
   float scale;                // the block's scale before the step
   float* block_v;
   std::uint32_t* hashes;
@@ -281,7 +280,7 @@ class PendingEncode {
     divide_ = scale_ < kSmallestNormal;
     inverse_ = divide_ ? 0.0f : 1.0f / scale_;
     if (scale_ == 0.0f) {  // an all-zero block: every code decodes to 0 * r = 0
-      std::memset(st.codes_out + st.base, 0, count);
+      std::memset(st.codes + st.base, 0, count);
       next_ = end_;
     }
   }
@@ -306,7 +305,7 @@ class PendingEncode {
     const V r = divide_ ? v / V::broadcast(scale_) : v * V::broadcast(inverse_);
     const Bits<V> h =
         kMomentum ? Bits<V>::load(st_.hashes + (i - st_.base)) : noise_.template hash<V>(i);
-    store_codes(r, low16(h), st_.codes_out + i);
+    store_codes(r, low16(h), st_.codes + i);
   }
 
   EightBitState<kMomentum> st_{};
