@@ -26,22 +26,98 @@ def mix64(z: np.ndarray) -> np.ndarray:
     return z ^ (z >> np.uint64(31))
 
 
-def hash32(x: np.ndarray) -> np.ndarray:
-    """lowbias32 on uint32 arrays (wrapping arithmetic)."""
-    x = np.asarray(x, dtype=np.uint32)
+def _gf_times_x(b: np.ndarray) -> np.ndarray:
+    """Multiplication by x in AES's GF(2^8) (uint8 arrays)."""
+    b = np.asarray(b, dtype=np.uint8)
+    return ((b << np.uint8(1)) ^ np.where(b & np.uint8(0x80), np.uint8(0x1B), np.uint8(0))).astype(
+        np.uint8
+    )
+
+
+def _sbox() -> np.ndarray:
+    """FIPS-197's S-box from its definition: inverse in GF(2^8), then the affine map."""
+
+    def multiply(a: int, b: int) -> int:
+        product = 0
+        for _ in range(8):
+            if b & 1:
+                product ^= a
+            a = ((a << 1) ^ (0x1B if a & 0x80 else 0)) & 0xFF
+            b >>= 1
+        return product
+
+    def rotl(b: int, k: int) -> int:
+        return ((b << k) | (b >> (8 - k))) & 0xFF
+
+    box = np.zeros(256, dtype=np.uint8)
+    for x in range(256):
+        inverse = next((y for y in range(1, 256) if multiply(x, y) == 1), 0)
+        box[x] = (
+            inverse
+            ^ rotl(inverse, 1)
+            ^ rotl(inverse, 2)
+            ^ rotl(inverse, 3)
+            ^ rotl(inverse, 4)
+            ^ 0x63
+        )
+    return box
+
+
+SBOX = _sbox()
+# Byte r + 4c of a 128-bit block is row r, column c of AES's state; ShiftRows moves row r left
+# by r columns.
+_SHIFT_ROWS = np.array([r + 4 * ((c + r) % 4) for c in range(4) for r in range(4)])
+
+
+def aes_round(blocks: np.ndarray, round_key: np.ndarray) -> np.ndarray:
+    """x86's AESENC on (n, 16) uint8 blocks: ShiftRows, SubBytes, MixColumns, then the key."""
+    t = SBOX[blocks[:, _SHIFT_ROWS]].reshape(-1, 4, 4)  # (block, column, row)
+    b0, b1, b2, b3 = (t[:, :, r] for r in range(4))
+    out = np.empty_like(t)
+    two = _gf_times_x
+    out[:, :, 0] = two(b0) ^ two(b1) ^ b1 ^ b2 ^ b3
+    out[:, :, 1] = b0 ^ two(b1) ^ two(b2) ^ b2 ^ b3
+    out[:, :, 2] = b0 ^ b1 ^ two(b2) ^ two(b3) ^ b3
+    out[:, :, 3] = two(b0) ^ b0 ^ b1 ^ b2 ^ two(b3)
+    return out.reshape(-1, 16) ^ round_key
+
+
+def _le_bytes(words: list[int]) -> np.ndarray:
+    return np.frombuffer(b"".join(int(w).to_bytes(8, "little") for w in words), dtype=np.uint8)
+
+
+NOISE_ROUNDS = 4
+
+
+def noise_words(key: int, first: int, size: int) -> np.ndarray:
+    """The 32-bit words of elements first..first+size-1 under a buffer's 64-bit key: element e
+    takes lane e mod 4 of NOISE_ROUNDS AES rounds on the block (e // 4 + key, mix64(key +
+    GOLDEN)), round j's key (mix64((2j + 1) GOLDEN), mix64((2j + 2) GOLDEN))."""
+
+    def mixed(x: int) -> int:
+        return int(mix64(np.uint64(x % 2**64)))
+
+    w = [key, mixed(key + GOLDEN)]
+    w += [mixed(m * GOLDEN) for m in range(1, 1 + 2 * NOISE_ROUNDS)]
+    first_quad, last_quad = first // 4, (first + size - 1) // 4
+    quads = np.arange(first_quad, last_quad + 1, dtype=np.uint64)
     with np.errstate(over="ignore"):
-        x = x ^ (x >> np.uint32(16))
-        x = x * np.uint32(0x7FEB352D)
-        x = x ^ (x >> np.uint32(15))
-        x = x * np.uint32(0x846CA68B)
-    return x ^ (x >> np.uint32(16))
+        low = quads + np.uint64(w[0])
+    blocks = np.empty((len(quads), 16), dtype=np.uint8)
+    blocks[:, :8] = low.astype("<u8").view(np.uint8).reshape(-1, 8)
+    blocks[:, 8:] = _le_bytes([w[1]])
+    for j in range(NOISE_ROUNDS):
+        blocks = aes_round(blocks, _le_bytes(w[2 + 2 * j : 4 + 2 * j]))
+    words = np.ascontiguousarray(blocks).view("<u4").reshape(-1)
+    start = first - 4 * first_quad
+    return words[start : start + size].astype(np.uint32)
 
 
 def state_noise(
     seed: int, stream: int, step: int, size: int, buffer: str, first: int = 0
 ) -> np.ndarray:
     """Uniform numbers in [0, 1) (multiples of 2^-16) rounding ``buffer`` of elements
-    first..first+size-1 of tensor ``stream`` at ``step``: the element's 32-bit hash under the
+    first..first+size-1 of tensor ``stream`` at ``step``: the element's 32-bit word under the
     buffer's key (mix64 of the rounding key and a salt), low 16 bits for square_avg and
     grad_avg, high 16 for momentum_buffer."""
     key = mix64(np.uint64(seed))
@@ -49,12 +125,7 @@ def state_noise(
     key = mix64(key ^ np.uint64(step))
     salt = GRAD_AVG_SALT if buffer == "grad_avg" else STATE_SALT
     key = int(mix64(key ^ np.uint64(salt)))
-    e = np.arange(size, dtype=np.uint64) + np.uint64(first)
-    low = (e & np.uint64(0xFFFFFFFF)).astype(np.uint32)
-    high = (e >> np.uint64(32)).astype(np.uint32)
-    with np.errstate(over="ignore"):
-        x = np.uint32(key & 0xFFFFFFFF) + low * np.uint32(0x9E3779B9) + high * np.uint32(0x85EBCA6B)
-    h = hash32(x ^ np.uint32(key >> 32))
+    h = noise_words(key, first, size)
     words = h >> np.uint32(16) if buffer == "momentum_buffer" else h & np.uint32(0xFFFF)
     return words.astype(np.float64) / 2.0**16
 

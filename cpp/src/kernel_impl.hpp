@@ -197,8 +197,8 @@ void update_range_compact(const Variant& variant, const Coefficients<float>& coe
   constexpr bool kHasMomentum = kMomentum != MomentumMode::kNone;
   const Broadcast<Wide<float>, float> wide(coefficients);
   const CompactState& cs = tensor.compact;
-  BlockNoise noise(coefficients.rounding_key, tensor.index_offset);
   if (tensor.state_dtype == StateDtype::kBfloat16) {
+    BlockNoise noise(coefficients.rounding_key, tensor.index_offset, kCentered);
     const Bfloat16State<kCentered> st{cs.square_avg, cs.grad_avg, cs.momentum_buffer, &noise};
     for (std::size_t b = begin; b < end; b += kEightBitBlock) {
       const std::size_t n = end - b < kEightBitBlock ? end - b : kEightBitBlock;
@@ -209,16 +209,18 @@ void update_range_compact(const Variant& variant, const Coefficients<float>& coe
     return;
   }
   if constexpr (!kCentered) {
-    // Block k is encoded while block k + 1 is updated, a vector of each in turn (two buffers).
+    // Block k is encoded while block k + 1 is updated, a vector of each in turn (two buffers,
+    // and two blocks' noise).
     alignas(64) float block_v[2][kEightBitBlock];
-    alignas(64) std::uint32_t hashes[2][kEightBitBlock];
+    BlockNoise noise[2] = {{coefficients.rounding_key, tensor.index_offset, false},
+                           {coefficients.rounding_key, tensor.index_offset, false}};
     PendingEncode<kHasMomentum> pending;
     for (std::size_t b = begin, k = 0; b < end; b += kEightBitBlock, k ^= 1) {
       const std::size_t n = end - b < kEightBitBlock ? end - b : kEightBitBlock;
-      noise.start_block(b, n);
+      noise[k].start_block(b, n);
       float* scale = cs.square_avg_scales + b / kEightBitBlock;
-      const EightBitState<kHasMomentum> st{cs.square_avg_codes, *scale, block_v[k], hashes[k], b,
-                                           cs.momentum_buffer, &noise};
+      const EightBitState<kHasMomentum> st{cs.square_avg_codes, *scale, block_v[k], b,
+                                           cs.momentum_buffer, &noise[k]};
       update_lanes_range<kCentered, kMomentum, kWeightDecay, kEpsInSqrt, kUnscale>(
           variant, coefficients, wide, tensor, st, b, b + n, [&pending] { pending.next(); });
       pending.finish();

@@ -11,17 +11,17 @@
 #include "kernel.hpp"
 #include "simd.hpp"
 #include "simd_bits.hpp"
+#include "state_noise.hpp"
 
 namespace rmsprop {
 namespace detail {
 namespace RMSPROP_ISA_NS {
 namespace {
 
-// State noise. Keys come from the package's mix64 (seed, tensor, step, and a salt apart from
-// the params' own rounding noise); per element a 32-bit integer hash (lowbias32, two 32-bit
-// multiplies: a quarter of mix64's cost in vector registers) of the key and the element's
-// global index gives 16 bits for square_avg (low half) and 16 for momentum_buffer (high half);
-// grad_avg takes the low half of a second hash under its own salt.
+// State noise (state_noise.hpp). Keys come from the package's mix64 (seed, tensor, step, and a
+// salt apart from the params' own rounding noise); each element's 32-bit word gives 16 bits for
+// square_avg (low half) and 16 for momentum_buffer (high half); grad_avg takes the low half of
+// its word under its own salt.
 constexpr std::uint64_t kStateSalt = 0x73746174655F7631ull;    // "state_v1"
 constexpr std::uint64_t kGradAvgSalt = 0x73746174655F6731ull;  // "state_g1"
 
@@ -31,89 +31,133 @@ constexpr std::uint64_t kGradAvgSalt = 0x73746174655F6731ull;  // "state_g1"
 // a stochastic rounding to 0 (and then a step g / eps) cannot happen.
 constexpr std::uint32_t kCodeBias = 761;
 
-inline std::uint32_t hash32(std::uint32_t x) {
-  x ^= x >> 16;
-  x *= 0x7FEB352Du;
-  x ^= x >> 15;
-  x *= 0x846CA68Bu;
-  x ^= x >> 16;
-  return x;
-}
+// The words of four quads at once in registers, where this ISA's build has VAES (used only when
+// the CPU has it too: cpu_has_vaes512/256).
+#if defined(__AVX512F__) && defined(__VAES__)
+#define RMSPROP_NOISE_IN_REGISTERS 1
+constexpr std::size_t kNoiseLanes = 16;
+class NoiseLanes {
+ public:
+  explicit NoiseLanes(const NoiseKey& key) {
+    for (int j = 0; j < kNoiseRounds; ++j) round_[j] = broadcast_block(key.round[j]);
+    base_ = _mm512_add_epi64(broadcast_block(key.whitening),
+                             _mm512_set_epi64(0, 3, 0, 2, 0, 1, 0, 0));
+  }
+  static bool usable() { return cpu_has_vaes512(); }
+  RMSPROP_INLINE __m512i words(std::uint64_t first_quad) const {
+    // first_quad added to the blocks' low halves only (the even 64-bit lanes)
+    const auto quad = static_cast<long long>(first_quad);
+    __m512i x = _mm512_add_epi64(base_, _mm512_maskz_set1_epi64(0x55, quad));
+    for (int j = 0; j < kNoiseRounds; ++j) x = _mm512_aesenc_epi128(x, round_[j]);
+    return x;
+  }
 
-// Element e's hash under key: hash32(low(key) + low(e) * golden + high(e) * c2, xor high(key)).
-inline std::uint32_t element_hash(std::uint64_t key, std::uint64_t e) {
-  const std::uint32_t x = static_cast<std::uint32_t>(key) +
-                          static_cast<std::uint32_t>(e) * 0x9E3779B9u +
-                          static_cast<std::uint32_t>(e >> 32) * 0x85EBCA6Bu;
-  return hash32(x ^ static_cast<std::uint32_t>(key >> 32));
-}
+ private:
+  static __m512i broadcast_block(const std::uint64_t (&block)[2]) {
+    return _mm512_broadcast_i32x4(
+        _mm_set_epi64x(static_cast<long long>(block[1]), static_cast<long long>(block[0])));
+  }
+  __m512i round_[kNoiseRounds];
+  __m512i base_;
+};
+#elif defined(__AVX2__) && defined(__VAES__)
+#define RMSPROP_NOISE_IN_REGISTERS 1
+constexpr std::size_t kNoiseLanes = 8;
+class NoiseLanes {
+ public:
+  explicit NoiseLanes(const NoiseKey& key) {
+    for (int j = 0; j < kNoiseRounds; ++j) round_[j] = broadcast_block(key.round[j]);
+    base_ = _mm256_add_epi64(broadcast_block(key.whitening), _mm256_set_epi64x(0, 1, 0, 0));
+  }
+  static bool usable() { return cpu_has_vaes256(); }
+  RMSPROP_INLINE __m256i words(std::uint64_t first_quad) const {
+    const __m256i quad = _mm256_set1_epi64x(static_cast<long long>(first_quad));
+    __m256i x = _mm256_add_epi64(base_, _mm256_blend_epi32(_mm256_setzero_si256(), quad, 0x33));
+    for (int j = 0; j < kNoiseRounds; ++j) x = _mm256_aesenc_epi128(x, round_[j]);
+    return x;
+  }
 
-// lowbias32 on every lane at once: the same integer operations as hash32.
-template <class B>
-inline B hash32_lanes(B x) {
-  x = x ^ x.template shr<16>();
-  x = x * B::broadcast(0x7FEB352Du);
-  x = x ^ x.template shr<15>();
-  x = x * B::broadcast(0x846CA68Bu);
-  return x ^ x.template shr<16>();
-}
+ private:
+  static __m256i broadcast_block(const std::uint64_t (&block)[2]) {
+    return _mm256_broadcastsi128_si256(
+        _mm_set_epi64x(static_cast<long long>(block[1]), static_cast<long long>(block[0])));
+  }
+  __m256i round_[kNoiseRounds];
+  __m256i base_;
+};
+#else
+#define RMSPROP_NOISE_IN_REGISTERS 0  // no in-register AES in this build: words from a buffer
+#endif
 
-constexpr std::uint32_t kIndexGolden = 0x9E3779B9u;
-
-// The state noise of one block of up to kEightBitBlock elements, computed in registers where it
-// is used. Within a block whose global indices share their high 32 bits (every block but one
-// crossing a multiple of 2^32) element e's hash input is the block's plus (e - first) * golden,
-// which is element_hash's input exactly; the other blocks hash lane by lane.
+// The state noise of one block of up to kEightBitBlock elements. Where the block starts on a
+// quad and the CPU has VAES, a vector's words are computed in registers as it is updated: the
+// AES instructions then fill issue slots left while the update waits on its divisions. Else
+// (and for scalar tails) they are filled into a buffer when the block starts. The words are
+// keyed on the global index, so a span starting anywhere (a shard, a row) reads the same words
+// as the whole tensor.
 class BlockNoise {
  public:
-  BlockNoise(std::uint64_t rounding_key, std::uint64_t offset)
+  BlockNoise(std::uint64_t rounding_key, std::uint64_t offset, bool with_grad_avg)
       : index_offset_(offset),
-        key_(mix64(rounding_key ^ kStateSalt)),
-        grad_avg_key_(mix64(rounding_key ^ kGradAvgSalt)) {}
+        key_(make_noise_key(mix64(rounding_key ^ kStateSalt))),
+        grad_avg_key_(make_noise_key(mix64(rounding_key ^ kGradAvgSalt))),
+#if RMSPROP_NOISE_IN_REGISTERS
+        lanes_(key_),
+        grad_avg_lanes_(grad_avg_key_),
+        usable_(NoiseLanes::usable()),
+#endif
+        with_grad_avg_(with_grad_avg) {
+  }
 
   void start_block(std::size_t local, std::size_t count) {
     const std::uint64_t first = index_offset_ + local;
     base_ = local;
-    uniform_ = (first >> 32) == ((first + count - 1) >> 32);
-    x_base_ = input(key_, first);
-    grad_avg_x_base_ = input(grad_avg_key_, first);
+    first_quad_ = first >> 2;
+    skip_ = static_cast<std::size_t>(first & 3);
+#if RMSPROP_NOISE_IN_REGISTERS
+    in_registers_ = usable_ && skip_ == 0;
+    if (in_registers_ && count % kNoiseLanes == 0) return;  // no scalar tail reads the buffer
+#endif
+    const std::size_t quads = (skip_ + count + 3) / 4;
+    fill_noise_words(key_, first_quad_, quads, words_);
+    if (with_grad_avg_) fill_noise_words(grad_avg_key_, first_quad_, quads, grad_avg_words_);
   }
   // 32 bits per lane for the elements i, i+1, ...: square_avg takes the low 16, momentum_buffer
   // the high 16.
   template <class V>
-  Bits<V> hash(std::size_t i) const { return lanes<V>(key_, x_base_, i); }
+  RMSPROP_INLINE Bits<V> hash(std::size_t i) const {
+#if RMSPROP_NOISE_IN_REGISTERS
+    if constexpr (V::kLanes == kNoiseLanes) {
+      if (in_registers_) return {lanes_.words(first_quad_ + (i - base_) / 4)};
+    }
+#endif
+    return Bits<V>::load(words_ + skip_ + (i - base_));
+  }
   // grad_avg's own 32 bits (it takes the low 16).
   template <class V>
-  Bits<V> grad_avg_hash(std::size_t i) const {
-    return lanes<V>(grad_avg_key_, grad_avg_x_base_, i);
+  RMSPROP_INLINE Bits<V> grad_avg_hash(std::size_t i) const {
+#if RMSPROP_NOISE_IN_REGISTERS
+    if constexpr (V::kLanes == kNoiseLanes) {
+      if (in_registers_) return {grad_avg_lanes_.words(first_quad_ + (i - base_) / 4)};
+    }
+#endif
+    return Bits<V>::load(grad_avg_words_ + skip_ + (i - base_));
   }
 
  private:
-  static std::uint32_t input(std::uint64_t key, std::uint64_t e) {
-    return static_cast<std::uint32_t>(key) + static_cast<std::uint32_t>(e) * kIndexGolden +
-           static_cast<std::uint32_t>(e >> 32) * 0x85EBCA6Bu;
-  }
-  template <class V>
-  RMSPROP_INLINE Bits<V> lanes(std::uint64_t key, std::uint32_t x_base, std::size_t i) const {
-    using B = Bits<V>;
-    if (uniform_) {
-      const auto step = static_cast<std::uint32_t>(i - base_) * kIndexGolden;
-      const B x = B::broadcast(x_base + step) + B::lane_index() * B::broadcast(kIndexGolden);
-      return hash32_lanes(x ^ B::broadcast(static_cast<std::uint32_t>(key >> 32)));
-    }
-    return lanes_one_by_one<V>(key, i);
-  }
-  template <class V>
-  RMSPROP_NOINLINE Bits<V> lanes_one_by_one(std::uint64_t key, std::size_t i) const {
-    alignas(64) std::uint32_t h[V::kLanes];
-    for (std::size_t k = 0; k < V::kLanes; ++k) h[k] = element_hash(key, index_offset_ + i + k);
-    return Bits<V>::load(h);
-  }
-
-  std::uint64_t index_offset_, key_, grad_avg_key_;
-  std::size_t base_ = 0;
-  std::uint32_t x_base_ = 0, grad_avg_x_base_ = 0;
-  bool uniform_ = true;
+  static constexpr std::size_t kWords = kEightBitBlock + 4;  // a block may straddle 65 quads
+  std::uint64_t index_offset_;
+  NoiseKey key_, grad_avg_key_;
+#if RMSPROP_NOISE_IN_REGISTERS
+  NoiseLanes lanes_, grad_avg_lanes_;
+  bool usable_;
+  bool in_registers_ = false;
+#endif
+  bool with_grad_avg_;
+  std::size_t base_ = 0, skip_ = 0;
+  std::uint64_t first_quad_ = 0;
+  alignas(64) std::uint32_t words_[kWords];
+  alignas(64) std::uint32_t grad_avg_words_[kWords];
 };
 
 template <class B>
@@ -196,14 +240,13 @@ struct Bfloat16State {
 
 // 8-bit square_avg, one block at a time: v is decoded from the codes as it is loaded, and the
 // new v goes to `block_v` (float) for encode_block, which needs the block's largest new v
-// first. momentum_buffer as bfloat16; its lanes' hashes are kept in `hashes` for encode_block
-// (computing them once). No grad_avg: centered=True is refused.
+// first; the block's noise stays in its BlockNoise until then. momentum_buffer as bfloat16.
+// No grad_avg: centered=True is refused.
 template <bool kMomentum>
 struct EightBitState {
   std::uint8_t* codes;  // the tensor's codes (local index); PendingEncode writes them
   float scale;                // the block's scale before the step
   float* block_v;
-  std::uint32_t* hashes;
   std::size_t base;  // local index of the block's first element
   bfloat16* momentum_buffer;
   const BlockNoise* block;
@@ -223,9 +266,8 @@ struct EightBitState {
     return ratio.as_float() * V::broadcast(scale);
   }
   template <class V>
-  void store_square_avg(V x, std::size_t i, const Bits<V>& h) const {
+  void store_square_avg(V x, std::size_t i, const Bits<V>&) const {
     x.store(block_v + (i - base));
-    if constexpr (kMomentum) h.store(hashes + (i - base));
   }
   template <class V>
   V load_momentum(std::size_t i) const { return load_lanes(Tag<V>{}, momentum_buffer + i); }
@@ -270,9 +312,7 @@ class PendingEncode {
  public:
   void start(const EightBitState<kMomentum>& st, std::size_t count, float* scale_out) {
     constexpr float kSmallestNormal = 1.17549435e-38f;
-    st_ = st;
-    noise_ = *st.block;  // the block's hash inputs, before the next block moves them
-    st_.block = &noise_;
+    st_ = st;  // st.block keeps the block's noise until the block after next starts
     next_ = st.base;
     end_ = st.base + count;
     scale_ = block_scale(st.block_v, count);
@@ -303,13 +343,10 @@ class PendingEncode {
     const V v = V::load(st_.block_v + (i - st_.base));
     // A subnormal scale, whose reciprocal overflows, divides instead (rare: no fast path).
     const V r = divide_ ? v / V::broadcast(scale_) : v * V::broadcast(inverse_);
-    const Bits<V> h =
-        kMomentum ? Bits<V>::load(st_.hashes + (i - st_.base)) : noise_.template hash<V>(i);
-    store_codes(r, low16(h), st_.codes + i);
+    store_codes(r, low16(st_.block->template hash<V>(i)), st_.codes + i);
   }
 
   EightBitState<kMomentum> st_{};
-  BlockNoise noise_{0, 0};
   std::size_t next_ = 0, end_ = 0;
   float scale_ = 0.0f, inverse_ = 0.0f;
   bool divide_ = false;
