@@ -14,7 +14,8 @@ Usage:
     python bench/bench_state_dtype.py --sizes 64K --threads 1   # in cache: compute cost alone
 
 The floor under every variant is the divider (sqrt and division per element, SPEC §2):
-bench/divider_floor.cpp measures it alone.
+bench/divider_floor.cpp measures it alone. bench/traffic_roofline.cpp measures what the memory
+gives the float32 and the 8-bit steps' traffic with no math (the most 8-bit state can gain).
 """
 
 from __future__ import annotations
