@@ -31,62 +31,67 @@ constexpr std::uint64_t kGradAvgSalt = 0x73746174655F6731ull;  // "state_g1"
 // a stochastic rounding to 0 (and then a step g / eps) cannot happen.
 constexpr std::uint32_t kCodeBias = 761;
 
-// The words of four quads at once in registers, where this ISA's build has VAES (used only when
-// the CPU has it too: cpu_has_vaes512/256).
+// The AES of NoiseLanes on this ISA's widest integer registers, where its build has VAES (used
+// only when the CPU has it too: cpu_has_vaes512/256). Lanes as in state_noise.hpp: each 128-bit
+// block holds one quad.
 #if defined(__AVX512F__) && defined(__VAES__)
 #define RMSPROP_NOISE_IN_REGISTERS 1
-constexpr std::size_t kNoiseLanes = 16;
-class NoiseLanes {
- public:
-  explicit NoiseLanes(const NoiseKey& key) {
-    for (int j = 0; j < kNoiseRounds; ++j) round_[j] = broadcast_block(key.round[j]);
-    base_ = _mm512_add_epi64(broadcast_block(key.whitening),
-                             _mm512_set_epi64(0, 3, 0, 2, 0, 1, 0, 0));
-  }
+struct AesRegister {
+  using type = __m512i;
   static bool usable() { return cpu_has_vaes512(); }
-  RMSPROP_INLINE __m512i words(std::uint64_t first_quad) const {
-    // first_quad added to the blocks' low halves only (the even 64-bit lanes)
-    const auto quad = static_cast<long long>(first_quad);
-    __m512i x = _mm512_add_epi64(base_, _mm512_maskz_set1_epi64(0x55, quad));
-    for (int j = 0; j < kNoiseRounds; ++j) x = _mm512_aesenc_epi128(x, round_[j]);
-    return x;
-  }
-
- private:
-  static __m512i broadcast_block(const std::uint64_t (&block)[2]) {
+  static type block(std::uint64_t low, std::uint64_t high) {
     return _mm512_broadcast_i32x4(
-        _mm_set_epi64x(static_cast<long long>(block[1]), static_cast<long long>(block[0])));
+        _mm_set_epi64x(static_cast<long long>(high), static_cast<long long>(low)));
   }
-  __m512i round_[kNoiseRounds];
-  __m512i base_;
+  static type quad_numbers() { return _mm512_set_epi64(0, 3, 0, 2, 0, 1, 0, 0); }
+  static type add64(type a, type b) { return _mm512_add_epi64(a, b); }
+  // x in the blocks' low halves (the even 64-bit lanes), 0 in the high ones.
+  static type in_low_halves(std::uint64_t x) {
+    return _mm512_maskz_set1_epi64(0x55, static_cast<long long>(x));
+  }
+  static type aes_round(type x, type key) { return _mm512_aesenc_epi128(x, key); }
 };
 #elif defined(__AVX2__) && defined(__VAES__)
 #define RMSPROP_NOISE_IN_REGISTERS 1
-constexpr std::size_t kNoiseLanes = 8;
+struct AesRegister {
+  using type = __m256i;
+  static bool usable() { return cpu_has_vaes256(); }
+  static type block(std::uint64_t low, std::uint64_t high) {
+    return _mm256_broadcastsi128_si256(
+        _mm_set_epi64x(static_cast<long long>(high), static_cast<long long>(low)));
+  }
+  static type quad_numbers() { return _mm256_set_epi64x(0, 1, 0, 0); }
+  static type add64(type a, type b) { return _mm256_add_epi64(a, b); }
+  static type in_low_halves(std::uint64_t x) {
+    const __m256i all = _mm256_set1_epi64x(static_cast<long long>(x));
+    return _mm256_blend_epi32(_mm256_setzero_si256(), all, 0x33);
+  }
+  static type aes_round(type x, type key) { return _mm256_aesenc_epi128(x, key); }
+};
+#else
+#define RMSPROP_NOISE_IN_REGISTERS 0  // no in-register AES in this build: words from a buffer
+#endif
+
+#if RMSPROP_NOISE_IN_REGISTERS
+// The words of a register's quads at once (four per AVX-512 register, two per AVX2 one).
 class NoiseLanes {
  public:
+  using R = AesRegister;
+  static constexpr std::size_t kLanes = sizeof(R::type) / 4;
   explicit NoiseLanes(const NoiseKey& key) {
-    for (int j = 0; j < kNoiseRounds; ++j) round_[j] = broadcast_block(key.round[j]);
-    base_ = _mm256_add_epi64(broadcast_block(key.whitening), _mm256_set_epi64x(0, 1, 0, 0));
+    for (int j = 0; j < kNoiseRounds; ++j) round_[j] = R::block(key.round[j][0], key.round[j][1]);
+    base_ = R::add64(R::block(key.whitening[0], key.whitening[1]), R::quad_numbers());
   }
-  static bool usable() { return cpu_has_vaes256(); }
-  RMSPROP_INLINE __m256i words(std::uint64_t first_quad) const {
-    const __m256i quad = _mm256_set1_epi64x(static_cast<long long>(first_quad));
-    __m256i x = _mm256_add_epi64(base_, _mm256_blend_epi32(_mm256_setzero_si256(), quad, 0x33));
-    for (int j = 0; j < kNoiseRounds; ++j) x = _mm256_aesenc_epi128(x, round_[j]);
+  RMSPROP_INLINE R::type words(std::uint64_t first_quad) const {
+    R::type x = R::add64(base_, R::in_low_halves(first_quad));
+    for (int j = 0; j < kNoiseRounds; ++j) x = R::aes_round(x, round_[j]);
     return x;
   }
 
  private:
-  static __m256i broadcast_block(const std::uint64_t (&block)[2]) {
-    return _mm256_broadcastsi128_si256(
-        _mm_set_epi64x(static_cast<long long>(block[1]), static_cast<long long>(block[0])));
-  }
-  __m256i round_[kNoiseRounds];
-  __m256i base_;
+  R::type round_[kNoiseRounds];
+  R::type base_;
 };
-#else
-#define RMSPROP_NOISE_IN_REGISTERS 0  // no in-register AES in this build: words from a buffer
 #endif
 
 // The state noise of one block of up to kEightBitBlock elements. Where the block starts on a
@@ -104,7 +109,7 @@ class BlockNoise {
 #if RMSPROP_NOISE_IN_REGISTERS
         lanes_(key_),
         grad_avg_lanes_(grad_avg_key_),
-        usable_(NoiseLanes::usable()),
+        usable_(AesRegister::usable()),
 #endif
         with_grad_avg_(with_grad_avg) {
   }
@@ -116,7 +121,7 @@ class BlockNoise {
     skip_ = static_cast<std::size_t>(first & 3);
 #if RMSPROP_NOISE_IN_REGISTERS
     in_registers_ = usable_ && skip_ == 0;
-    if (in_registers_ && count % kNoiseLanes == 0) return;  // no scalar tail reads the buffer
+    if (in_registers_ && count % NoiseLanes::kLanes == 0) return;  // no scalar tail reads the buffer
 #endif
     const std::size_t quads = (skip_ + count + 3) / 4;
     fill_noise_words(key_, first_quad_, quads, words_);
@@ -127,7 +132,7 @@ class BlockNoise {
   template <class V>
   RMSPROP_INLINE Bits<V> hash(std::size_t i) const {
 #if RMSPROP_NOISE_IN_REGISTERS
-    if constexpr (V::kLanes == kNoiseLanes) {
+    if constexpr (V::kLanes == NoiseLanes::kLanes) {
       if (in_registers_) return {lanes_.words(first_quad_ + (i - base_) / 4)};
     }
 #endif
@@ -137,7 +142,7 @@ class BlockNoise {
   template <class V>
   RMSPROP_INLINE Bits<V> grad_avg_hash(std::size_t i) const {
 #if RMSPROP_NOISE_IN_REGISTERS
-    if constexpr (V::kLanes == kNoiseLanes) {
+    if constexpr (V::kLanes == NoiseLanes::kLanes) {
       if (in_registers_) return {grad_avg_lanes_.words(first_quad_ + (i - base_) / 4)};
     }
 #endif
