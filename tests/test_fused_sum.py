@@ -16,6 +16,7 @@ from test_distributed import launch, needs_mpi, passed_ranks
 
 import rmsprop
 from rmsprop import _core
+from rmsprop.functional import new_state as new_buffers
 
 OPTION_SETS: list[dict[str, Any]] = [
     {},
@@ -182,3 +183,29 @@ def test_sharder_sums_in_the_kernel_with_the_bits_of_its_numpy_path(ranks: int) 
     result = launch(ranks, script=worker)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     assert passed_ranks(result) == ranks, result.stdout
+
+
+@pytest.mark.parametrize("state_dtype", ["bfloat16", "8bit"])
+@pytest.mark.parametrize("options", OPTION_SETS[:3], ids=range(3))
+def test_fused_sum_with_compact_state_gives_the_bits_of_the_numpy_sum(
+    isa: str, threads: int, state_dtype: str, options: dict[str, Any]
+) -> None:
+    """Compact state is stored in fewer bits but computed in float32, the gradients' own
+    precision: the kernel's sum is NumPy's there too (8-bit tensors from 4096 elements)."""
+    for size in (1, 17, 4096 + 33, 2 * 32768 + 4099):
+        sources = _sources(np.float32, size, 3, seed=size)
+        param = np.random.default_rng(size).standard_normal(size).astype(np.float32)
+        group = _group(param, {**options, "state_dtype": state_dtype})
+        results = []
+        for grad, addends in ((_rank_order_sum(sources), None), (sources[0], [sources[1:]])):
+            p = param.copy()
+            state: dict[str, Any] = {"step": 1, **new_buffers(p, state_dtype, 0.5)}
+            assert _core.step_optimizer([{**group, "params": [p]}], [grad], [state], False,
+                                        False, None, addends) == 0  # fmt: skip
+            results.append((p, state))
+        (want_p, want_state), (got_p, got_state) = results
+        assert np.array_equal(_bits(got_p), _bits(want_p)), (size, isa, threads)
+        assert want_state.keys() == got_state.keys()
+        for key, value in want_state.items():
+            if isinstance(value, np.ndarray):  # bytes: NaN payloads too
+                assert value.tobytes() == got_state[key].tobytes(), (size, key)

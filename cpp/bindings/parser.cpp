@@ -119,13 +119,13 @@ void Parser::add_tensor(Group& out, long long index, py::handle param_obj, py::h
   } else {
     grad = checked(grad_obj, Role::kGrad);
   }
-  // Addends are read like the grad and must fit the same way; the kernel sums them in the
-  // state precision, which only float32/float64 params with float state share with the grad.
+  // Addends are read like the grad and must fit the same way; the kernel sums them in its
+  // compute precision, which only float32/float64 params share with the grad.
   std::vector<py::array> addend_arrays;
   if (!addends.empty()) {
-    if (rows || compact || sixteen_bit(storage)) {
+    if (rows || sixteen_bit(storage)) {
       throw py::value_error(namer(Role::kGrad, index) + ": gradient addends need a dense "
-                            "float32/float64 gradient and float state; sum the gradients first");
+                            "float32/float64 gradient; sum the gradients first");
     }
     for (std::size_t k = 0; k < addends.size(); ++k) {
       try {

@@ -343,7 +343,7 @@ void bind_step(py::module_& m) {
         "state for tensors that are pieces of larger ones (the whole tensor's\n"
         "stochastic-rounding noise and state storage; 8-bit pieces span whole blocks).\n"
         "addends: None, or per grad None or a list of arrays the step adds to it in order,\n"
-        "((grad + a0) + a1) + ..., as it reads it (float32/float64 params, float state).");
+        "((grad + a0) + a1) + ..., as it reads it (float32/float64 params).");
   m.def("step_functional", &step_functional, py::arg("options"), py::arg("param"),
         py::arg("grad"), py::arg("square_avg"), py::arg("grad_avg"),
         py::arg("momentum_buffer"), py::arg("master_param"), py::arg("step"),

@@ -186,13 +186,15 @@ void check_compact(const Options& options, const Span& t, const Name& tensor) {
           [&] { return tensor() + ": momentum > 0 needs a momentum_buffer"; });
 }
 
-// The kernel sums addends in the state precision only where that is the gradients' own: a
-// 16-bit gradient sum must be rounded to 16 bits first, so those hosts sum themselves.
+// The kernel sums addends in its compute precision (float for float32 params, whatever their
+// state is stored in) only where that is the gradients' own: a 16-bit gradient sum must be
+// rounded to 16 bits first, so those hosts sum themselves.
 template <class Span, class Name>
 void check_addends(const Span& t, const Name& tensor) {
   using P = std::remove_const_t<std::remove_pointer_t<decltype(Span::grad)>>;
-  require(sizeof(P) >= 4 && t.state_dtype == StateDtype::kFloat, [&] {
-    return tensor() + ": grad_addends need float32 or float64 params with float state";
+  require(sizeof(P) >= 4, [&] {
+    return tensor() + ": grad_addends need float32 or float64 params (16-bit gradients must "
+                      "be summed and rounded first)";
   });
   const auto end = t.grad_addends + t.grad_addend_count;
   require(t.grad_addends && std::find(t.grad_addends, end, nullptr) == end,

@@ -75,8 +75,6 @@ def expected_fused(dtypes: list[np.dtype], options: dict[str, Any], reduction: s
     """Whether float32/float64 pieces of this (single-group) optimizer get fused."""
     if N == 1 or reduction == "none" or options.get("skip_if_nonfinite"):
         return False
-    if options.get("state_dtype", "float32") != "float32":  # the core sums for float state
-        return False
     if reduction == "mean":  # folded: grad_scale 1 and no 16-bit param in the group
         return options.get("grad_scale", 1.0) == 1.0 and all(d in (F32, F64) for d in dtypes)
     return True
@@ -92,7 +90,8 @@ def check_fused_path() -> None:
         ([F32, F64], {"skip_if_nonfinite": True}, "sum"),  # needs the materialized sum
         ([F32, F16, BF16], {"momentum": 0.9}, "sum"),  # 16-bit pieces: NumPy; the rest fused
         ([F32, F16], {}, "mean"),  # a 16-bit param keeps the group's "mean" unfolded
-        ([F32], {"state_dtype": "bfloat16"}, "sum"),  # compact state: the NumPy path
+        ([F32], {"state_dtype": "bfloat16"}, "sum"),  # compact state: fused too
+        ([F32], {"state_dtype": "8bit", "momentum": 0.9}, "mean"),
     ]
     _sharded._core.step_optimizer = spying_step  # type: ignore[attr-defined]
     try:

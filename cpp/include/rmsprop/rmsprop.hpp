@@ -83,7 +83,7 @@ struct CompactState {
 // writes instead of param, storing the rounded result into param.
 // `step` is the step number t being taken (1 on the first step); it matters for
 // bias_correction and stochastic rounding. Buffers must not overlap (no aliasing assumed).
-// grad_addends (float and double params with float state only): further gradients of `size`
+// grad_addends (float and double params only; any state_dtype): further gradients of `size`
 // elements each, read-only, that the step adds to grad as it loads it, in the state precision
 // and in order: g = ((grad + grad_addends[0]) + grad_addends[1]) + ..., a NaN on the left
 // winning when both operands are NaN (NumPy's np.add gives the same bits). A data-parallel host

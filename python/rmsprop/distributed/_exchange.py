@@ -123,8 +123,8 @@ class Exchange:
 
         ``folded[j]`` true: piece j's "mean" division is left to the step (its group runs with
         grad_scale N, and the kernel's g / N is the same IEEE division), saving a pass.
-        ``fuse[j]`` true (the caller needs no materialized sum of piece j, whose state is
-        float): a float32/float64 piece whose division, if any, is folded comes back as g_0
+        ``fuse[j]`` true (the caller needs no materialized sum of piece j): a float32/float64
+        piece whose division, if any, is folded comes back as g_0
         with addends [g_1, ..., g_{N-1}], which the kernel sums as it loads them, saving the
         pass that writes the sum and re-reads it."""
         flat = [None if g is None else g.reshape(-1) for g in grads]

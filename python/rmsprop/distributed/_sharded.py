@@ -233,16 +233,12 @@ class ShardedRMSprop:
 
     def _apply(self, grads: list[np.ndarray | None]) -> bool | None:
         folds = self._folds()
-        # The step sums as it reads, except where the finite check needs the materialized sum
-        # and for compact state, whose core path takes no addends.
+        # The step sums as it reads, except where the finite check needs the materialized sum.
         piece_groups = [self._group_of[c.param] for c in self._pieces]
         reduced, addends = self._exchange.reduce(
             grads,
             [folds[k] for k in piece_groups],
-            [
-                not self.skip_if_nonfinite and self._state_dtypes[k] == "float32"
-                for k in piece_groups
-            ],
+            [not self.skip_if_nonfinite] * len(piece_groups),
         )
         if self.skip_if_nonfinite:
             finite = all(bool(np.isfinite(r).all()) for r in reduced if r is not None)
