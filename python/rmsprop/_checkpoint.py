@@ -11,7 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from ._buffers import STATE_KEYS, aligned_full, is_sixteen_bit, state_dtype, state_layout
+from ._buffers import STATE_KEYS, aligned_full, state_dtype, state_layout
+from ._new_state import param_buffer_keys
 from ._options import check_group_options
 
 MAX_STEP = 2**62  # the core's bound on a step count
@@ -271,16 +272,7 @@ def checked_saved_state(
     if not 0 <= step <= MAX_STEP:
         raise ValueError(f"{where}['step'] must be in [0, 2**62], got {step}")
     layout = state_layout(param, group["state_dtype"])
-    required = ["square_avg"]
-    if "square_avg_scale" in layout:
-        required.append("square_avg_scale")
-    if group["momentum"] > 0:
-        required.append("momentum_buffer")
-    if group["centered"]:
-        required.append("grad_avg")
-    if group["master_weights"] and is_sixteen_bit(param.dtype):
-        required.append("master_param")
-    missing = [key for key in required if key not in entry]
+    missing = [key for key in param_buffer_keys(group, param) if key not in entry]
     if missing:
         raise ValueError(
             f"{where} lacks {', '.join(missing)}, which this configuration (momentum="

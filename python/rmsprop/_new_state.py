@@ -39,6 +39,18 @@ def buffer_keys(group: Mapping[str, Any]) -> list[str]:
     return keys
 
 
+def param_buffer_keys(group: Mapping[str, Any], param: np.ndarray) -> list[str]:
+    """The state buffers a param of this group has after a step, in the order they are made:
+    buffer_keys less square_avg_scale unless its state is 8-bit and master_param unless it
+    is 16-bit (float32/float64 params are their own master copy)."""
+    layout = state_layout(param, group.get("state_dtype", "float32"))
+    return [
+        key
+        for key in buffer_keys(group)
+        if (is_sixteen_bit(param.dtype) if key == "master_param" else key in layout)
+    ]
+
+
 def create_missing_state(
     param_groups: Sequence[Mapping[str, Any]],
     states: Sequence[dict[str, Any]],
@@ -55,28 +67,23 @@ def create_missing_state(
     start = 0
     for group in param_groups:
         params = group["params"]
-        keys = buffer_keys(group)
         for offset, param in enumerate(params):
             state = states[start + offset]
             # A param that is not a float array gets nothing: the core then reports the
             # real problem with it.
             if grads[start + offset] is None or not is_float_array(param):
                 continue
-            for key in ("step", *keys):
+            for key in ("step", *param_buffer_keys(group, param)):
                 if state.get(key) is not None:
                     continue
                 value: Any
                 if key == "step":
                     value = 0
                 elif key == "master_param":
-                    if not is_sixteen_bit(param.dtype):
-                        continue  # float32/float64 params are their own master copy
                     value = aligned_full(param, 0.0, np.float32)
                     np.copyto(value, param.astype(np.float32))
                 else:
                     storage = group.get("state_dtype", "float32")
-                    if key not in state_layout(param, storage):
-                        continue  # square_avg_scale exists for 8-bit state only
                     initial = group["initial_square_avg"]
                     value = new_state_buffer(param, key, storage, initial)
                 created.append((state, key, 0 if key == "step" else state["step"]))

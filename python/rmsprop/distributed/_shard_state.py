@@ -18,10 +18,10 @@ from .._buffers import (
     EIGHT_BIT_BLOCK,
     aligned_copy,
     aligned_full,
-    is_sixteen_bit,
     new_state_buffer,
     state_layout,
 )
+from .._new_state import param_buffer_keys
 from ._layout import CUT_UNIT, EIGHT_BIT_CUT_UNIT, Piece
 
 SCALE = "square_avg_scale"
@@ -37,27 +37,12 @@ def cut_unit(group: Mapping[str, Any], param: np.ndarray) -> int:
     return EIGHT_BIT_CUT_UNIT if is_eight_bit(group, param) else CUT_UNIT
 
 
-def needed_keys(group: Mapping[str, Any], param: np.ndarray) -> list[str]:
-    """The state buffers a param of this group has after a step (as rmsprop.RMSprop), in the
-    order that optimizer creates them."""
-    keys = ["square_avg"]
-    if is_eight_bit(group, param):
-        keys.append(SCALE)
-    if group["momentum"] > 0:
-        keys.append("momentum_buffer")
-    if group["centered"]:
-        keys.append("grad_avg")
-    if group["master_weights"] and is_sixteen_bit(param.dtype):
-        keys.append("master_param")
-    return keys
-
-
 def create_missing(
     state: dict[str, Any], group: Mapping[str, Any], piece: np.ndarray, param: np.ndarray
 ) -> None:
     """Give a piece's state the buffers its group needs now, filled as rmsprop.RMSprop fills a
     new state (its whole tensor's size deciding the storage)."""
-    for key in needed_keys(group, param):
+    for key in param_buffer_keys(group, param):
         if key in state:
             continue
         if key == "master_param":

@@ -16,6 +16,7 @@ from mpi4py import MPI
 from .. import _core
 from .._buffers import is_sixteen_bit
 from .._checkpoint import load_into, pack_state_dict
+from .._new_state import param_buffer_keys
 from .._options import GROUP_KEYS, UNSET
 from ..optimizer import RMSprop
 from . import _shard_state
@@ -24,7 +25,7 @@ from ._checks import GradChecks, check_params
 from ._exchange import Exchange
 from ._layout import Layout
 from ._packing import flat_view
-from ._shard_state import create_missing, cut_unit, needed_keys
+from ._shard_state import create_missing, cut_unit
 
 REDUCTIONS = ("mean", "sum", "none")
 
@@ -268,7 +269,7 @@ class ShardedRMSprop:
         for k in stepped:
             self._steps[k] += 1
             group = self.param_groups[self._group_of[k]]
-            for key in needed_keys(group, self._params[k]):
+            for key in param_buffer_keys(group, self._params[k]):
                 if key not in self._keys[k]:
                     self._keys[k].append(key)
         self._exchange.gather()
