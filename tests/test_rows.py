@@ -176,14 +176,11 @@ def test_every_option_combination_matches_dense(isa) -> None:
             check_sparse_step(opt, param, options, indices, values)
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.name)
-def test_bit_identical_across_isas_and_threads(dtype) -> None:
-    # Large enough (about 400K elements touched) for the rows to be split across threads.
-    shape = (600, 1000)
-    rng = np.random.default_rng(3)
-    indices = rng.integers(0, shape[0], 400)
-    param0, _, values = make_case(dtype, shape, indices, seed=4)
-    kwargs = optimizer_options(dtype, {"momentum": 0.9, "centered": True, "weight_decay": 0.01})
+def assert_same_bits_on_every_isa_and_thread_count(
+    param0: np.ndarray, kwargs: dict, indices: np.ndarray, values: np.ndarray, state_keys
+) -> None:
+    """Two row steps from param0 give the same param and state bits on every ISA and
+    thread count."""
     results = {}
     before_isa, before_threads = rmsprop.config()["isa"], rmsprop.get_num_threads()
     try:
@@ -195,14 +192,25 @@ def test_bit_identical_across_isas_and_threads(dtype) -> None:
                 opt = RMSprop([param], **kwargs)
                 for _ in range(2):
                     opt.step([RowGrad(indices, values)])
-                results[isa, threads] = (param, opt.state[0]["square_avg"])
+                results[isa, threads] = (param, *(opt.state[0][k] for k in state_keys))
     finally:
         rmsprop.set_isa(before_isa)
         rmsprop.set_num_threads(before_threads)
     first = next(iter(results.values()))
-    for key, (param, square_avg) in results.items():
-        assert_same_bits(param, first[0], f"param on {key}")
-        assert_same_bits(square_avg, first[1], f"square_avg on {key}")
+    for key, arrays in results.items():
+        for name, ours, theirs in zip(("param", *state_keys), arrays, first):
+            assert_same_bits(ours, theirs, f"{name} on {key}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.name)
+def test_bit_identical_across_isas_and_threads(dtype) -> None:
+    # Large enough (about 400K elements touched) for the rows to be split across threads.
+    shape = (600, 1000)
+    rng = np.random.default_rng(3)
+    indices = rng.integers(0, shape[0], 400)
+    param0, _, values = make_case(dtype, shape, indices, seed=4)
+    kwargs = optimizer_options(dtype, {"momentum": 0.9, "centered": True, "weight_decay": 0.01})
+    assert_same_bits_on_every_isa_and_thread_count(param0, kwargs, indices, values, STATE_KEYS[:1])
 
 
 def test_large_step_matches_dense_with_threads(isa, threads) -> None:
@@ -244,25 +252,7 @@ def test_bfloat16_state_bit_identical_across_isas_and_threads(dtype) -> None:
     param0, _, values = make_case(dtype, shape, indices, seed=13)
     kwargs = optimizer_options(dtype, {"momentum": 0.9, "centered": True, "weight_decay": 0.01})
     kwargs["state_dtype"] = "bfloat16"
-    results = {}
-    before_isa, before_threads = rmsprop.config()["isa"], rmsprop.get_num_threads()
-    try:
-        for isa in SUPPORTED_ISAS:
-            for threads in THREAD_COUNTS:
-                rmsprop.set_isa(isa)
-                rmsprop.set_num_threads(threads)
-                param = param0.copy()
-                opt = RMSprop([param], **kwargs)
-                for _ in range(2):
-                    opt.step([RowGrad(indices, values)])
-                results[isa, threads] = (param, *(opt.state[0][k] for k in STATE_KEYS[:3]))
-    finally:
-        rmsprop.set_isa(before_isa)
-        rmsprop.set_num_threads(before_threads)
-    first = next(iter(results.values()))
-    for key, arrays in results.items():
-        for name, ours, theirs in zip(("param", *STATE_KEYS[:3]), arrays, first):
-            assert_same_bits(ours, theirs, f"{name} on {key}")
+    assert_same_bits_on_every_isa_and_thread_count(param0, kwargs, indices, values, STATE_KEYS[:3])
 
 
 def test_bfloat16_state_with_threads_matches_dense(isa, threads) -> None:
