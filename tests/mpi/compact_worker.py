@@ -30,6 +30,7 @@ from harness import (
     N,
     assert_same_state,
     build,
+    check_resharded_continuation,
     expect_refusal,
     passed,
     rank_grads,
@@ -206,30 +207,14 @@ def check_resharding() -> None:
     dtypes = [F32, BF16, F16, F32] * 2
     options = {"stochastic_rounding": True, "momentum": 0.9, "master_weights": True}
     groups = ({"state_dtype": "bfloat16"}, {"state_dtype": "8bit", "alpha": 0.9})
-    for before, after in [(N, m) for m in range(1, N + 1)] + [(1, N)]:
-        rmsprop.set_num_threads(1 + after % 2)
-        sub = COMM.Split(0 if before > RANK else MPI.UNDEFINED, RANK)
-        sd = None
-        if sub != MPI.COMM_NULL:
-            opt, ropt, mine, ref = build(SHAPES, dtypes, options, True, sub, group_options=groups)
-            run_steps(opt, ropt, mine, ref, SHAPES, dtypes, 1, 3, sub)
-            sd = opt.consolidated_state_dict()
-            sub.Free()
-        sd, params = COMM.bcast((sd, mine if RANK == 0 else None), root=0)
-        sub = COMM.Split(0 if after > RANK else MPI.UNDEFINED, RANK)
-        if sub != MPI.COMM_NULL:
-            opt, ropt, mine, ref = build(SHAPES, dtypes, options, True, sub, group_options=groups)
-            for a, b, p in zip(mine, ref, params):
-                np.copyto(a, p)
-                np.copyto(b, p)
-            opt.load_state_dict(sd)
-            ropt.load_state_dict(sd)
-            run_steps(opt, ropt, mine, ref, SHAPES, dtypes, 4, 3, sub)
-            check_storage(opt, ropt, sub)
-            assert_same_state(
-                opt.consolidated_state_dict(), ropt.state_dict(), f"{before}->{after}"
-            )
-            sub.Free()
+    check_resharded_continuation(
+        SHAPES,
+        dtypes,
+        options,
+        groups,
+        before_steps=lambda after: rmsprop.set_num_threads(1 + after % 2),
+        check=check_storage,
+    )
     rmsprop.set_num_threads(1)
     # A single-process optimizer's 8-bit state dict loads and continues too.
     opt, ropt, mine, ref = build(SHAPES, dtypes, options, True, COMM, group_options=groups)

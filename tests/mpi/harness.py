@@ -81,6 +81,9 @@ def assert_same_state(sd: dict[str, Any] | None, ref: dict[str, Any], what: str)
     passed()
 
 
+GROUP_OPTIONS = ({"lr": 0.03}, {"momentum": 0.5})
+
+
 def build(
     shapes: list[Any],
     dtypes: list[np.dtype],
@@ -89,7 +92,7 @@ def build(
     comm: MPI.Comm,
     reduction: str = "mean",
     packed: bool = False,
-    group_options: tuple[dict[str, Any], dict[str, Any]] = ({"lr": 0.03}, {"momentum": 0.5}),
+    group_options: tuple[dict[str, Any], dict[str, Any]] = GROUP_OPTIONS,
 ) -> tuple[ShardedRMSprop, rmsprop.RMSprop, list[np.ndarray], list[np.ndarray]]:
     init = [values(7 + k, s, d) for k, (s, d) in enumerate(zip(shapes, dtypes))]
     mine = packed_copies(init) if packed else [a.copy() for a in init]
@@ -133,6 +136,48 @@ def run_steps(
         for k, (a, b) in enumerate(zip(mine, ref)):
             assert same_bits(a, b), f"rank {rank} step {step} param {k} differs"
         passed()
+
+
+def check_resharded_continuation(
+    shapes: list[Any],
+    dtypes: list[np.dtype],
+    options: dict[str, Any],
+    group_options: tuple[dict[str, Any], dict[str, Any]] = GROUP_OPTIONS,
+    before_steps: Callable[[int], None] = lambda after: None,
+    check: Callable[[ShardedRMSprop, rmsprop.RMSprop, MPI.Comm], None] | None = None,
+) -> None:
+    """A consolidated checkpoint of N ranks continues bit-identically on every M in 1..N, and
+    one of a single rank on N. ``before_steps(M)`` runs first on every rank; ``check`` after
+    the continued steps, on the M ranks."""
+    for before, after in [(N, m) for m in range(1, N + 1)] + [(1, N)]:
+        before_steps(after)
+        sub = COMM.Split(0 if before > RANK else MPI.UNDEFINED, RANK)
+        sd = None
+        if sub != MPI.COMM_NULL:
+            opt, ropt, mine, ref = build(
+                shapes, dtypes, options, True, sub, group_options=group_options
+            )
+            run_steps(opt, ropt, mine, ref, shapes, dtypes, 1, 3, sub)
+            sd = opt.consolidated_state_dict()
+            sub.Free()
+        sd, params = COMM.bcast((sd, mine if RANK == 0 else None), root=0)
+        sub = COMM.Split(0 if after > RANK else MPI.UNDEFINED, RANK)
+        if sub != MPI.COMM_NULL:
+            opt, ropt, mine, ref = build(
+                shapes, dtypes, options, True, sub, group_options=group_options
+            )
+            for a, b, p in zip(mine, ref, params):
+                np.copyto(a, p)
+                np.copyto(b, p)
+            opt.load_state_dict(sd)
+            ropt.load_state_dict(sd)
+            run_steps(opt, ropt, mine, ref, shapes, dtypes, 4, 3, sub)
+            if check is not None:
+                check(opt, ropt, sub)
+            assert_same_state(
+                opt.consolidated_state_dict(), ropt.state_dict(), f"{before}->{after}"
+            )
+            sub.Free()
 
 
 def expect_refusal(

@@ -35,6 +35,7 @@ from harness import (
     N,
     assert_same_state,
     build,
+    check_resharded_continuation,
     expect_refusal,
     passed,
     rank_grads,
@@ -204,28 +205,7 @@ def check_resharding() -> None:
         "centered": True,
         "master_weights": True,
     }
-    for before, after in [(N, m) for m in range(1, N + 1)] + [(1, N)]:
-        sub = COMM.Split(0 if before > RANK else MPI.UNDEFINED, RANK)
-        sd = None
-        if sub != MPI.COMM_NULL:
-            opt, ropt, mine, ref = build(SHAPES, dtypes, options, True, sub)
-            run_steps(opt, ropt, mine, ref, SHAPES, dtypes, 1, 3, sub)
-            sd = opt.consolidated_state_dict()
-            sub.Free()
-        sd, params = COMM.bcast((sd, mine if RANK == 0 else None), root=0)
-        sub = COMM.Split(0 if after > RANK else MPI.UNDEFINED, RANK)
-        if sub != MPI.COMM_NULL:
-            opt, ropt, mine, ref = build(SHAPES, dtypes, options, True, sub)
-            for a, b, p in zip(mine, ref, params):
-                np.copyto(a, p)
-                np.copyto(b, p)
-            opt.load_state_dict(sd)
-            ropt.load_state_dict(sd)
-            run_steps(opt, ropt, mine, ref, SHAPES, dtypes, 4, 3, sub)
-            assert_same_state(
-                opt.consolidated_state_dict(), ropt.state_dict(), f"{before}->{after}"
-            )
-            sub.Free()
+    check_resharded_continuation(SHAPES, dtypes, options)
     # A single-process optimizer's state dict loads too; a bad one is refused everywhere.
     opt, ropt, mine, ref = build(SHAPES, dtypes, options, False, COMM)
     single = rmsprop.RMSprop([a.copy() for a in ref], **options)
