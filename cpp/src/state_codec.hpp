@@ -105,7 +105,10 @@ class BlockNoise {
   BlockNoise(std::uint64_t rounding_key, std::uint64_t offset, bool with_grad_avg)
       : index_offset_(offset),
         key_(make_noise_key(mix64(rounding_key ^ kStateSalt))),
-        grad_avg_key_(make_noise_key(mix64(rounding_key ^ kGradAvgSalt))),
+        // Only centered steps round a grad_avg: the others skip its key (a row step builds a
+        // BlockNoise per row).
+        grad_avg_key_(with_grad_avg ? make_noise_key(mix64(rounding_key ^ kGradAvgSalt))
+                                    : NoiseKey{}),
 #if RMSPROP_NOISE_IN_REGISTERS
         lanes_(key_),
         grad_avg_lanes_(grad_avg_key_),
