@@ -13,6 +13,7 @@ import numpy as np
 GOLDEN = 0x9E3779B97F4A7C15
 STATE_SALT = 0x73746174655F7631  # square_avg and momentum_buffer share a key, not bits
 GRAD_AVG_SALT = 0x73746174655F6731
+CODE_SALT = 0x73746174655F6331  # 8-bit square_avg codes
 BLOCK = 256
 CODE_BIAS = 761  # code c stands for the float32 with bits (c + 761) << 20
 
@@ -113,21 +114,40 @@ def noise_words(key: int, first: int, size: int) -> np.ndarray:
     return words[start : start + size].astype(np.uint32)
 
 
-def state_noise(
-    seed: int, stream: int, step: int, size: int, buffer: str, first: int = 0
-) -> np.ndarray:
-    """Uniform numbers in [0, 1) (multiples of 2^-16) rounding ``buffer`` of elements
-    first..first+size-1 of tensor ``stream`` at ``step``: the element's 32-bit word under the
-    buffer's key (mix64 of the rounding key and a salt), low 16 bits for square_avg and
-    grad_avg, high 16 for momentum_buffer."""
+def _buffer_key(seed: int, stream: int, step: int, salt: int) -> int:
+    """A buffer's 64-bit noise key: mix64 of the rounding key (seed, tensor, step) and a salt."""
     key = mix64(np.uint64(seed))
     key = mix64(key ^ np.uint64(stream))
     key = mix64(key ^ np.uint64(step))
+    return int(mix64(key ^ np.uint64(salt)))
+
+
+def state_noise(
+    seed: int, stream: int, step: int, size: int, buffer: str, first: int = 0
+) -> np.ndarray:
+    """Uniform numbers in [0, 1) (multiples of 2^-16) rounding bfloat16 ``buffer`` of elements
+    first..first+size-1 of tensor ``stream`` at ``step``: the element's 32-bit word under the
+    buffer's key (mix64 of the rounding key and a salt), low 16 bits for square_avg and
+    grad_avg, high 16 for momentum_buffer."""
     salt = GRAD_AVG_SALT if buffer == "grad_avg" else STATE_SALT
-    key = int(mix64(key ^ np.uint64(salt)))
-    h = noise_words(key, first, size)
+    h = noise_words(_buffer_key(seed, stream, step, salt), first, size)
     words = h >> np.uint32(16) if buffer == "momentum_buffer" else h & np.uint32(0xFFFF)
     return words.astype(np.float64) / 2.0**16
+
+
+def code_noise(seed: int, stream: int, step: int, size: int, first: int = 0) -> np.ndarray:
+    """The noise of 8-bit square_avg codes (as state_noise), under its own salt, two elements
+    per word: element e takes 16-bit half (e // 16) % 2 (low, then high) of word
+    (e // 32) * 16 + e % 16."""
+    e = np.arange(first, first + size, dtype=np.int64)
+    first_word = (first // 32) * 16
+    last_word = ((first + size - 1) // 32) * 16 + 15
+    h = noise_words(
+        _buffer_key(seed, stream, step, CODE_SALT), first_word, last_word + 1 - first_word
+    )
+    word = h[(e // 32) * 16 + e % 16 - first_word]
+    half = ((e // 16) % 2).astype(np.uint32) * np.uint32(16)
+    return ((word >> half) & np.uint32(0xFFFF)).astype(np.float64) / 2.0**16
 
 
 def _round_on_grid(x: np.ndarray, mantissa_bits: int, u: np.ndarray) -> np.ndarray:

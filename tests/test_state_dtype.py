@@ -119,7 +119,7 @@ def test_8bit_codes_equal_float64_reference(
     g = b["grad"]
     # The new v in float32, operation by operation as SPEC §2 orders them.
     v_new = np.float32(alpha) * b["v"] + (np.float32(1 - alpha) * g) * g
-    u_v = ref.state_noise(seed=n, stream=0, step=3, size=n, buffer="square_avg")
+    u_v = ref.code_noise(seed=n, stream=0, step=3, size=n)
     u_m = ref.state_noise(seed=n, stream=0, step=3, size=n, buffer="momentum_buffer")
     scales, codes = ref.quantize(v_new, u_v)
     assert np.array_equal(s["square_avg_scale"], scales)

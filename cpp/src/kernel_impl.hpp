@@ -209,18 +209,17 @@ void update_range_compact(const Variant& variant, const Coefficients<float>& coe
     return;
   }
   if constexpr (!kCentered) {
-    // Block k is encoded while block k + 1 is updated, a vector of each in turn (two buffers,
-    // and two blocks' noise).
+    // Block k is encoded while block k + 1 is updated, a vector of each in turn (two buffers).
+    // The momentum's noise is the update's; the codes' noise is the encoder's.
     alignas(64) float block_v[2][kEightBitBlock];
-    BlockNoise noise[2] = {{coefficients.rounding_key, tensor.index_offset, false},
-                           {coefficients.rounding_key, tensor.index_offset, false}};
-    PendingEncode<kHasMomentum> pending;
+    BlockNoise momentum_noise(coefficients.rounding_key, tensor.index_offset, false);
+    PendingEncode<kHasMomentum> pending(coefficients.rounding_key, tensor.index_offset);
     for (std::size_t b = begin, k = 0; b < end; b += kEightBitBlock, k ^= 1) {
       const std::size_t n = end - b < kEightBitBlock ? end - b : kEightBitBlock;
-      noise[k].start_block(b, n);
+      if constexpr (kHasMomentum) momentum_noise.start_block(b, n);
       float* scale = cs.square_avg_scales + b / kEightBitBlock;
       const EightBitState<kHasMomentum> st{cs.square_avg_codes, *scale, block_v[k], b,
-                                           cs.momentum_buffer, &noise[k]};
+                                           cs.momentum_buffer, &momentum_noise};
       update_lanes_range<kCentered, kMomentum, kWeightDecay, kEpsInSqrt, kUnscale>(
           variant, coefficients, wide, tensor, st, b, b + n, [&pending] { pending.next(); });
       pending.finish();

@@ -34,7 +34,7 @@ void fill_noise_words(const NoiseKey& key, std::uint64_t first_quad, std::size_t
                       std::uint32_t* out);
 
 // Whether the CPU runs VAES on 512-bit (AVX-512) and on 256-bit registers: the kernels then
-// compute the words in registers (state_codec.hpp) instead of reading them from a buffer.
+// compute the words in registers (state_noise_lanes.hpp) instead of reading them from a buffer.
 bool cpu_has_vaes512();
 bool cpu_has_vaes256();
 
