@@ -185,16 +185,15 @@ class CodeNoise {
   {
   }
 
+  // 8-bit blocks start on a multiple of 256 in the whole tensor (dispatch.cpp requires it of
+  // every piece), so on a group.
   void start_block(std::size_t local, std::size_t count) {
-    const std::uint64_t first = index_offset_ + local;
     base_ = local;
-    first_group_ = first / kGroup;
-    skip_ = static_cast<std::size_t>(first % kGroup);
+    first_group_ = (index_offset_ + local) / kGroup;
 #if RMSPROP_NOISE_IN_REGISTERS
-    in_registers_ = usable_ && skip_ == 0;
-    if (in_registers_ && count % NoiseLanes::kLanes == 0) return;  // no scalar tail reads the buffer
+    if (usable_ && count % NoiseLanes::kLanes == 0) return;  // no scalar tail reads the buffer
 #endif
-    const std::size_t groups = (skip_ + count + kGroup - 1) / kGroup;
+    const std::size_t groups = (count + kGroup - 1) / kGroup;
     fill_noise_words(key_, first_group_ * 4, groups * 4, words_);
     for (std::size_t g = 0; g < groups; ++g) {
       for (std::size_t k = 0; k < kGroup / 2; ++k) {
@@ -209,7 +208,7 @@ class CodeNoise {
   RMSPROP_INLINE Bits<V> next16(std::size_t i) {
 #if RMSPROP_NOISE_IN_REGISTERS
     if constexpr (V::kLanes == NoiseLanes::kLanes) {
-      if (in_registers_) {
+      if (usable_) {
         constexpr std::size_t kRegisters = kGroup / 2 / V::kLanes;  // a group's words
         const std::size_t local = i - base_;
         const std::size_t r = local % kGroup / V::kLanes;
@@ -220,20 +219,20 @@ class CodeNoise {
       }
     }
 #endif
-    return Bits<V>::load(noise16_ + skip_ + (i - base_));
+    return Bits<V>::load(noise16_ + (i - base_));
   }
 
  private:
-  static constexpr std::size_t kGroups = (kGroup - 1 + kEightBitBlock + kGroup - 1) / kGroup;
+  static constexpr std::size_t kGroups = kEightBitBlock / kGroup;
+  static_assert(kEightBitBlock % kGroup == 0, "a block holds whole groups");
   std::uint64_t index_offset_;
   NoiseKey key_;
 #if RMSPROP_NOISE_IN_REGISTERS
   NoiseLanes lanes_;
   bool usable_;
-  bool in_registers_ = false;
   AesRegister::type group_[kGroup / 2 / NoiseLanes::kLanes];
 #endif
-  std::size_t base_ = 0, skip_ = 0;
+  std::size_t base_ = 0;
   std::uint64_t first_group_ = 0;
   alignas(64) std::uint32_t words_[kGroups * kGroup / 2];
   alignas(64) std::uint32_t noise16_[kGroups * kGroup];
