@@ -5,7 +5,8 @@ float32 and bfloat16 params x float32 / bfloat16 / 8-bit state, at 16M elements 
 (rmsprop._core.roofline_pass: the plain float32 step's 20 bytes per element with trivial math).
 Reported per row: median step time, Gelem/s, bytes the step must move per element, GB/s, the
 speed-up over the float32-param, float32-state step of the same variant, and % of the roofline
-scaled by bytes. ``--quality`` adds the training-quality table (tests/quality_tasks.py).
+scaled by bytes. ``--quality`` adds the training-quality table (tests/quality_tasks.py, mean
+over ``--seeds`` seeds) and each state dtype's mean step size under stationary gradient noise.
 
 Usage:
     python bench/bench_state_dtype.py                       # speed, 2 threads (~3 min)
@@ -143,7 +144,10 @@ def evaluate_targets(rows: list[dict[str, Any]]) -> list[tuple[str, bool, str]]:
     return [(name, value >= target, f"{value:.2f}x") for name, value, target in checks]
 
 
-def quality_table() -> list[dict[str, Any]]:
+def quality_table(seeds: int) -> list[dict[str, Any]]:
+    """Each task's final metric per state dtype, averaged over ``seeds`` seeds (init and data
+    order; the same seeds for every state dtype), with each seed's relative difference from
+    float32 state: one seed's difference is partly that seed's luck (a spread of ~1 % here)."""
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
     import quality_tasks
 
@@ -158,23 +162,64 @@ def quality_table() -> list[dict[str, Any]]:
     except ImportError:
         print("scikit-learn not installed: the digits rows are left out")
     rows = []
-    cache: dict[tuple[str, float, str], dict[str, float]] = {}
+    cache: dict[tuple[str, float, str, int], dict[str, float]] = {}
     for name, task, metric in tasks:
         for momentum in (0.0, 0.9):
-            values = {}
+            per_seed: dict[str, list[float]] = {state: [] for state in STATES}
+            for seed in range(seeds):
+                for state in STATES:
+                    key = (name, momentum, state, seed)
+                    if key not in cache:
+                        cache[key] = task(state, momentum, seed=seed)
+                    per_seed[state].append(cache[key][metric])
+            row: dict[str, Any] = {"task": name, "momentum": momentum, "metric": metric}
+            base = np.array(per_seed["float32"])
             for state in STATES:
-                key = (name, momentum, state)
-                if key not in cache:
-                    cache[key] = task(state, momentum)
-                values[state] = cache[key][metric]
-            rows.append({"task": name, "momentum": momentum, "metric": metric, **values})
-    print(f"\n{'task':11} {'mom':>4} {'metric':14} {'float32':>10} {'bfloat16':>16} {'8bit':>16}")
+                values = np.array(per_seed[state])
+                row[state] = float(values.mean())
+                row[f"{state}_seed_diff_pct"] = [float(d) for d in 100 * (values / base - 1)]
+            rows.append(row)
+    print(f"\nmean over {seeds} seeds; [range of the per-seed differences]")
+    print(f"{'task':11} {'mom':>4} {'metric':14} {'float32':>10} {'bfloat16':>30} {'8bit':>30}")
     for r in rows:
-        rel = {s: 100 * (r[s] / r["float32"] - 1) for s in STATES}
+        cells = []
+        for state in STATES[1:]:
+            diffs = r[f"{state}_seed_diff_pct"]
+            rel = 100 * (r[state] / r["float32"] - 1)
+            cells.append(
+                f"{r[state]:9.4g} ({rel:+.1f}%) [{min(diffs):+.1f}, {max(diffs):+.1f}]".rjust(30)
+            )
         print(
             f"{r['task']:11} {r['momentum']:4} {r['metric']:14} {r['float32']:10.4g} "
-            f"{r['bfloat16']:9.4g} ({rel['bfloat16']:+.1f}%) {r['8bit']:9.4g} ({rel['8bit']:+.1f}%)"
+            + " ".join(cells)
         )
+    return rows
+
+
+def step_bias(elements: int = 1 << 16) -> list[dict[str, Any]]:
+    """Mean step magnitude of each state dtype relative to float32 state under stationary
+    gradient noise (g ~ N(0, 1) per element and step, the same g for all; tiny lr so the
+    params do not matter), over the second half of 8 / (1 - alpha) steps. Stochastic rounding
+    keeps v unbiased, but the rounding noise of every past step stays in v (damped only by
+    alpha), and the mean of 1 / sqrt(v) grows with v's spread (Jensen)."""
+    rows = []
+    for alpha in (0.99, 0.999):
+        params = {state: np.zeros(elements, np.float32) for state in STATES}
+        opts = {s: RMSprop([params[s]], lr=1e-3, alpha=alpha, state_dtype=s) for s in STATES}
+        rng = np.random.default_rng(0)
+        steps = int(8 / (1 - alpha))
+        total = dict.fromkeys(STATES, 0.0)
+        for t in range(steps):
+            g = rng.standard_normal(elements).astype(np.float32)
+            for state in STATES:
+                before = params[state].copy()
+                opts[state].step([g])
+                if t >= steps // 2:
+                    total[state] += float(np.mean(np.abs(params[state] - before)))
+        rows.append({"alpha": alpha, **{s: total[s] / total["float32"] for s in STATES}})
+    print("\nmean step size / float32 state's, stationary gradient noise")
+    for r in rows:
+        print(f"alpha {r['alpha']}: " + ", ".join(f"{s} {r[s]:.4f}" for s in STATES))
     return rows
 
 
@@ -184,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget", type=float, default=3.0, help="seconds per step per size")
     parser.add_argument("--sizes", nargs="+", default=["16M", "list160"])
     parser.add_argument("--quality", action="store_true", help="also run the quality table")
+    parser.add_argument("--seeds", type=int, default=5, help="seeds averaged in the quality table")
     parser.add_argument("--json", help="write the rows here")
     parser.add_argument("--check", action="store_true", help="exit 1 if a speed target is missed")
     args = parser.parse_args(argv)
@@ -198,10 +244,15 @@ def main(argv: list[str] | None = None) -> int:
     results = evaluate_targets(rows) if "16M" in args.sizes else []
     for name, ok, value in results:
         print(f"[{'PASS' if ok else 'MISS'}] {name}: {value}")
-    quality = quality_table() if args.quality else []
+    quality = quality_table(args.seeds) if args.quality else []
+    bias = step_bias() if args.quality else []
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"config": rmsprop.config(), "rows": rows, "quality": quality}, f, indent=1)
+            json.dump(
+                {"config": rmsprop.config(), "rows": rows, "quality": quality, "step_bias": bias},
+                f,
+                indent=1,
+            )
     return 1 if args.check and not all(ok for _, ok, _ in results) else 0
 
 
