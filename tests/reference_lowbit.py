@@ -14,6 +14,7 @@ GOLDEN = 0x9E3779B97F4A7C15
 STATE_SALT = 0x73746174655F7631  # square_avg and momentum_buffer share a key, not bits
 GRAD_AVG_SALT = 0x73746174655F6731
 CODE_SALT = 0x73746174655F6331  # 8-bit square_avg codes
+PARAM_SALT = 0x706172616D5F7631  # bfloat16 params
 BLOCK = 256
 CODE_BIAS = 761  # code c stands for the float32 with bits (c + 761) << 20
 
@@ -148,6 +149,13 @@ def code_noise(seed: int, stream: int, step: int, size: int, first: int = 0) -> 
     word = h[(e // 32) * 16 + e % 16 - first_word]
     half = ((e // 16) % 2).astype(np.uint32) * np.uint32(16)
     return ((word >> half) & np.uint32(0xFFFF)).astype(np.float64) / 2.0**16
+
+
+def param_noise(seed: int, stream: int, step: int, size: int, first: int = 0) -> np.ndarray:
+    """The noise rounding bfloat16 params stochastically (as state_noise): the low 16 bits of
+    each element's word under the params' own salt."""
+    h = noise_words(_buffer_key(seed, stream, step, PARAM_SALT), first, size)
+    return (h & np.uint32(0xFFFF)).astype(np.float64) / 2.0**16
 
 
 def _round_on_grid(x: np.ndarray, mantissa_bits: int, u: np.ndarray) -> np.ndarray:

@@ -94,6 +94,45 @@ def test_stochastic_rounding_is_deterministic_per_seed_and_differs_between_seeds
     assert run(1) != run(2)
 
 
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+@pytest.mark.parametrize(
+    "n, first",
+    [(1, 0), (37, 0), (4099, 0), (1000, 1), (1000, 3), (999, 2**32 - 301), (70, 2**40 + 2)],
+)
+def test_bfloat16_stochastic_rounding_equals_reference_noise(
+    threads: int, n: int, first: int, momentum: float
+) -> None:
+    """Each param is the float32 result rounded with exactly the reference noise (its own salt,
+    keyed on the global index): whole tensors, odd sizes, and pieces placed off a quad (the
+    vector loop's scalar head) and across 2^32, on every ISA and thread count."""
+    import reference_lowbit as ref
+
+    from rmsprop import _core
+    from rmsprop.state_codec import bfloat16_bits_to_float32
+
+    seed, alpha, lr = 11, 0.99, 1e-2
+    rng = np.random.default_rng(n)
+    param = rng.standard_normal(n).astype(BF16)
+    grad = rng.standard_normal(n).astype(BF16)
+    v_old = rng.uniform(0.5, 2, n).astype(np.float32)
+    state: dict[str, Any] = {"step": 4, "square_avg": v_old.copy()}
+    if momentum:
+        state["momentum_buffer"] = np.zeros(n, np.float32)
+    opts = {"lr": lr, "alpha": alpha, "momentum": momentum}
+    group = {
+        **RMSprop([param], stochastic_rounding=True, rounding_seed=seed, **opts).param_groups[0],
+        "params": [param],
+    }
+    p32, g32 = param.astype(np.float32), grad.astype(np.float32)
+    assert (
+        _core.step_optimizer([group], [grad], [state], False, False, [(0, first, first + n)]) == 0
+    )
+    v_new = np.float32(alpha) * v_old + (np.float32(1 - alpha) * g32) * g32
+    u = g32 / (np.sqrt(v_new) + np.float32(1e-8))  # with zero momentum_buffer, m = u exactly
+    want = ref.bfloat16_stochastic(p32 - np.float32(lr) * u, ref.param_noise(seed, 0, 5, n, first))
+    assert np.array_equal(bfloat16_bits_to_float32(param.view(np.uint16)), want)
+
+
 def test_bfloat16_with_master_or_stochastic_rounding_tracks_float32_where_plain_stalls() -> None:
     n, steps, lr = 2048, 200, 1e-3
     g32 = np.ones(n, np.float32)

@@ -101,9 +101,9 @@ template <> inline FiniteRangeFn<bfloat16> KernelTable::finite<bfloat16>() const
   return finite_bf16;
 }
 
-// Noise for stochastic rounding of element `index`: a counter-based hash (splitmix64's
-// finalizer), so the noise depends only on (seed, tensor, step, index), never on the ISA, the
-// thread split or the order of work.
+// splitmix64's finalizer: derives the stochastic-rounding keys from (seed, tensor, step) and a
+// salt per buffer; the noise itself is keyed on the element's global index (state_noise.hpp),
+// never on the ISA, the thread split or the order of work.
 // Internal linkage (static): an inline function shared by ISA objects must not be merged.
 static inline std::uint64_t mix64(std::uint64_t z) {
   z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <optional>
 #include <type_traits>
 
 #include "kernel.hpp"
@@ -128,13 +129,6 @@ inline void update_lanes(const Broadcast<V, T>& c, const TensorSpan<P, T>& t, co
   store_lanes(p, t.param + i);
 }
 
-template <std::size_t kLanes>
-inline void fill_noise(std::uint64_t key, std::size_t i, std::uint32_t* noise) {
-  for (std::size_t k = 0; k < kLanes; ++k) {
-    noise[k] = static_cast<std::uint32_t>(mix64(key + (i + k) * 0x9E3779B97F4A7C15ull));
-  }
-}
-
 struct NoHook {
   void operator()() const {}
 };
@@ -143,20 +137,28 @@ struct NoHook {
 constexpr std::size_t kAhead = 512;
 
 // Elements [begin, end) with the state in `st`: the vector body, then the scalar tail.
+// `param_noise` is null unless bfloat16 params are rounded stochastically; then the body starts
+// on a quad of the global index, after a scalar head, so that its words come from registers.
 // `between` runs after each vector of the body: integer work that fills the issue slots left
 // while the body waits on its divisions and square roots.
 template <bool kCentered, MomentumMode kMomentum, WeightDecayMode kWeightDecay, bool kEpsInSqrt,
           bool kUnscale, class P, class T, class State, class Hook = NoHook>
-inline void update_lanes_range(const Variant& variant, const Coefficients<T>& coefficients,
+inline void update_lanes_range(const ParamNoise* param_noise, const Coefficients<T>& coefficients,
                                const Broadcast<Wide<T>, T>& wide, const TensorSpan<P, T>& tensor,
                                const State& st, std::size_t begin, std::size_t end,
                                Hook&& between = Hook{}) {
   using W = Wide<T>;
   using S = Scalar<T>;
-  const bool stochastic = std::is_same_v<P, bfloat16> && variant.stochastic;
-  alignas(64) std::uint32_t noise[W::kLanes];
-  const std::uint64_t key = coefficients.rounding_key;
+  alignas(64) std::uint32_t buffer[ParamNoise::kBuffer];
   std::size_t i = begin;
+  if (param_noise) {
+    const std::size_t head = begin + param_noise->to_quad(begin);
+    const Broadcast<S, T> scalar(coefficients);
+    for (; i < head && i < end; ++i) {
+      update_lanes<kCentered, kMomentum, kWeightDecay, kEpsInSqrt, kUnscale>(
+          scalar, tensor, st, i, param_noise->words<1>(i, buffer));
+    }
+  }
   for (; i + W::kLanes <= end; i += W::kLanes) {
     // Streams narrower than a line per vector (16-bit params, compact state) outrun the
     // hardware prefetchers at large sizes: every stream is asked for kAhead elements early.
@@ -170,19 +172,26 @@ inline void update_lanes_range(const Variant& variant, const Coefficients<T>& co
       }
     }
     st.prefetch(i, kAhead);
-    if (stochastic) fill_noise<W::kLanes>(key, tensor.index_offset + i, noise);
     update_lanes<kCentered, kMomentum, kWeightDecay, kEpsInSqrt, kUnscale>(
-        wide, tensor, st, i, stochastic ? noise : nullptr);
+        wide, tensor, st, i, param_noise ? param_noise->words<W::kLanes>(i, buffer) : nullptr);
     between();
   }
   if (i < end) {
     const Broadcast<S, T> scalar(coefficients);
     for (; i < end; ++i) {
-      if (stochastic) fill_noise<1>(key, tensor.index_offset + i, noise);
       update_lanes<kCentered, kMomentum, kWeightDecay, kEpsInSqrt, kUnscale>(
-          scalar, tensor, st, i, stochastic ? noise : nullptr);
+          scalar, tensor, st, i, param_noise ? param_noise->words<1>(i, buffer) : nullptr);
     }
   }
+}
+
+// The params' noise when bfloat16 params are rounded stochastically (else none: null).
+template <class P>
+inline std::optional<ParamNoise> param_noise_for(const Variant& variant,
+                                                 const Coefficients<StateT<P>>& coefficients,
+                                                 const TensorSpan<P, StateT<P>>& tensor) {
+  if (!(std::is_same_v<P, bfloat16> && variant.stochastic)) return std::nullopt;
+  return ParamNoise(coefficients.rounding_key, tensor.index_offset);
 }
 
 // Compact state (bfloat16 or 8-bit), one block of up to 256 elements at a time. 8-bit: the
@@ -197,14 +206,19 @@ void update_range_compact(const Variant& variant, const Coefficients<float>& coe
   constexpr bool kHasMomentum = kMomentum != MomentumMode::kNone;
   const Broadcast<Wide<float>, float> wide(coefficients);
   const CompactState& cs = tensor.compact;
+  const std::optional<ParamNoise> param_noise = param_noise_for(variant, coefficients, tensor);
+  const ParamNoise* params = param_noise ? &*param_noise : nullptr;
   if (tensor.state_dtype == StateDtype::kBfloat16) {
     BlockNoise noise(coefficients.rounding_key, tensor.index_offset, kCentered);
     const Bfloat16State<kCentered> st{cs.square_avg, cs.grad_avg, cs.momentum_buffer, &noise};
-    for (std::size_t b = begin; b < end; b += kEightBitBlock) {
-      const std::size_t n = end - b < kEightBitBlock ? end - b : kEightBitBlock;
+    // Blocks after the first start on a multiple of 256 of the global index, where the noise's
+    // words come from registers.
+    for (std::size_t b = begin, n; b < end; b += n) {
+      n = kEightBitBlock - static_cast<std::size_t>((tensor.index_offset + b) % kEightBitBlock);
+      n = end - b < n ? end - b : n;
       noise.start_block(b, n);
       update_lanes_range<kCentered, kMomentum, kWeightDecay, kEpsInSqrt, kUnscale>(
-          variant, coefficients, wide, tensor, st, b, b + n);
+          params, coefficients, wide, tensor, st, b, b + n);
     }
     return;
   }
@@ -221,7 +235,7 @@ void update_range_compact(const Variant& variant, const Coefficients<float>& coe
       const EightBitState<kHasMomentum> st{cs.square_avg_codes, *scale, block_v[k], b,
                                            cs.momentum_buffer, &momentum_noise};
       update_lanes_range<kCentered, kMomentum, kWeightDecay, kEpsInSqrt, kUnscale>(
-          variant, coefficients, wide, tensor, st, b, b + n, [&pending] { pending.next(); });
+          params, coefficients, wide, tensor, st, b, b + n, [&pending] { pending.next(); });
       pending.finish();
       pending.start(st, n, scale);
     }
@@ -242,8 +256,9 @@ void update_range(const Variant& variant, const Coefficients<StateT<P>>& coeffic
   }
   const Broadcast<Wide<T>, T> wide(coefficients);
   const FloatState<T> st{tensor.square_avg, tensor.grad_avg, tensor.momentum_buffer};
+  const std::optional<ParamNoise> param_noise = param_noise_for(variant, coefficients, tensor);
   update_lanes_range<kCentered, kMomentum, kWeightDecay, kEpsInSqrt, kUnscale>(
-      variant, coefficients, wide, tensor, st, begin, end);
+      param_noise ? &*param_noise : nullptr, coefficients, wide, tensor, st, begin, end);
 }
 
 // Turns the run-time Variant into template arguments, one level per choice, so the branch is

@@ -21,10 +21,12 @@ namespace {
 // State noise (state_noise.hpp). Keys come from the package's mix64 (seed, tensor, step, and a
 // salt apart from the params' own rounding noise). bfloat16 buffers: each element's 32-bit word
 // gives 16 bits for square_avg (low half) and 16 for momentum_buffer (high half); grad_avg
-// takes the low half of its word under its own salt. 8-bit square_avg: CodeNoise.
+// takes the low half of its word under its own salt. 8-bit square_avg: CodeNoise. bfloat16
+// params: ParamNoise.
 constexpr std::uint64_t kStateSalt = 0x73746174655F7631ull;    // "state_v1"
 constexpr std::uint64_t kGradAvgSalt = 0x73746174655F6731ull;  // "state_g1"
 constexpr std::uint64_t kCodeSalt = 0x73746174655F6331ull;     // "state_c1"
+constexpr std::uint64_t kParamSalt = 0x706172616D5F7631ull;    // "param_v1"
 
 // The AES of NoiseLanes on this ISA's widest integer registers, where its build has VAES (used
 // only when the CPU has it too: cpu_has_vaes512/256). Lanes as in state_noise.hpp: each 128-bit
@@ -45,6 +47,7 @@ struct AesRegister {
     return _mm512_maskz_set1_epi64(0x55, static_cast<long long>(x));
   }
   static type aes_round(type x, type key) { return _mm512_aesenc_epi128(x, key); }
+  static void store(std::uint32_t* aligned, type x) { _mm512_store_si512(aligned, x); }
 };
 #elif defined(__AVX2__) && defined(__VAES__)
 #define RMSPROP_NOISE_IN_REGISTERS 1
@@ -62,6 +65,9 @@ struct AesRegister {
     return _mm256_blend_epi32(_mm256_setzero_si256(), all, 0x33);
   }
   static type aes_round(type x, type key) { return _mm256_aesenc_epi128(x, key); }
+  static void store(std::uint32_t* aligned, type x) {
+    _mm256_store_si256(reinterpret_cast<__m256i*>(aligned), x);
+  }
 };
 #else
 #define RMSPROP_NOISE_IN_REGISTERS 0  // no in-register AES in this build: words from a buffer
@@ -236,6 +242,58 @@ class CodeNoise {
   std::uint64_t first_group_ = 0;
   alignas(64) std::uint32_t words_[kGroups * kGroup / 2];
   alignas(64) std::uint32_t noise16_[kGroups * kGroup];
+};
+
+
+// The stochastic-rounding noise of bfloat16 params, under the params' own salt: element e
+// takes the low 16 bits of its word. The words of a vector come from registers when its first
+// element's global index is on a quad (the vector loop peels to_quad elements to get there).
+class ParamNoise {
+ public:
+  // Room for a vector's words filled from the quad before it.
+  static constexpr std::size_t kBuffer = 32;
+
+  ParamNoise(std::uint64_t rounding_key, std::uint64_t offset)
+      : index_offset_(offset),
+        key_(make_noise_key(mix64(rounding_key ^ kParamSalt)))
+#if RMSPROP_NOISE_IN_REGISTERS
+        ,
+        lanes_(key_),
+        usable_(AesRegister::usable())
+#endif
+  {
+  }
+
+  // Elements from local index i up to the next element on a quad (0 to 3).
+  std::size_t to_quad(std::size_t i) const {
+    return static_cast<std::size_t>((4 - (index_offset_ + i) % 4) % 4);
+  }
+  // The words of elements i .. i + kLanes - 1, written to `buffer` (kBuffer words, 64-byte
+  // aligned); the return value points at element i's.
+  template <std::size_t kLanes>
+  RMSPROP_INLINE const std::uint32_t* words(std::size_t i, std::uint32_t* buffer) const {
+    static_assert(kLanes + 3 <= kBuffer, "a vector's quads fit the buffer");
+    const std::uint64_t e = index_offset_ + i;
+#if RMSPROP_NOISE_IN_REGISTERS
+    if constexpr (kLanes == NoiseLanes::kLanes) {
+      if (usable_ && e % 4 == 0) {
+        AesRegister::store(buffer, lanes_.words(e / 4));
+        return buffer;
+      }
+    }
+#endif
+    const std::size_t skip = static_cast<std::size_t>(e % 4);
+    fill_noise_words(key_, e / 4, (skip + kLanes + 3) / 4, buffer);
+    return buffer + skip;
+  }
+
+ private:
+  std::uint64_t index_offset_;
+  NoiseKey key_;
+#if RMSPROP_NOISE_IN_REGISTERS
+  NoiseLanes lanes_;
+  bool usable_;
+#endif
 };
 
 }  // namespace
