@@ -169,6 +169,42 @@ class BlockNoise {
   alignas(64) std::uint32_t grad_avg_words_[kWords];
 };
 
+// One buffer's noise: its key (mix64 of the rounding key and the buffer's salt) and, where the
+// build and the CPU have VAES, the same key in registers.
+class SaltedNoise {
+ public:
+  SaltedNoise(std::uint64_t rounding_key, std::uint64_t salt)
+      : key_(make_noise_key(mix64(rounding_key ^ salt)))
+#if RMSPROP_NOISE_IN_REGISTERS
+        ,
+        lanes_(key_),
+        in_registers_(AesRegister::usable())
+#endif
+  {
+  }
+  bool in_registers() const {
+#if RMSPROP_NOISE_IN_REGISTERS
+    return in_registers_;
+#else
+    return false;
+#endif
+  }
+#if RMSPROP_NOISE_IN_REGISTERS
+  RMSPROP_INLINE AesRegister::type words(std::uint64_t first_quad) const {
+    return lanes_.words(first_quad);
+  }
+#endif
+  void fill(std::uint64_t first_quad, std::size_t quads, std::uint32_t* out) const {
+    fill_noise_words(key_, first_quad, quads, out);
+  }
+
+ private:
+  NoiseKey key_;
+#if RMSPROP_NOISE_IN_REGISTERS
+  NoiseLanes lanes_;
+  bool in_registers_;
+#endif
+};
 
 // The noise of 8-bit square_avg codes, under its own salt: 16 bits per element, each word
 // serving two elements. Element e takes half (e / 16) mod 2 of word (e / 32) * 16 + e mod 16:
@@ -181,15 +217,7 @@ class CodeNoise {
   static constexpr std::size_t kGroup = 32;
 
   CodeNoise(std::uint64_t rounding_key, std::uint64_t offset)
-      : index_offset_(offset),
-        key_(make_noise_key(mix64(rounding_key ^ kCodeSalt)))
-#if RMSPROP_NOISE_IN_REGISTERS
-        ,
-        lanes_(key_),
-        usable_(AesRegister::usable())
-#endif
-  {
-  }
+      : index_offset_(offset), noise_(rounding_key, kCodeSalt) {}
 
   // 8-bit blocks start on a multiple of 256 in the whole tensor (dispatch.cpp requires it of
   // every piece), so on a group.
@@ -197,10 +225,10 @@ class CodeNoise {
     base_ = local;
     first_group_ = (index_offset_ + local) / kGroup;
 #if RMSPROP_NOISE_IN_REGISTERS
-    if (usable_ && count % NoiseLanes::kLanes == 0) return;  // no scalar tail reads the buffer
+    if (noise_.in_registers() && count % NoiseLanes::kLanes == 0) return;  // no tail reads words_
 #endif
     const std::size_t groups = (count + kGroup - 1) / kGroup;
-    fill_noise_words(key_, first_group_ * 4, groups * 4, words_);
+    noise_.fill(first_group_ * 4, groups * 4, words_);
     for (std::size_t g = 0; g < groups; ++g) {
       for (std::size_t k = 0; k < kGroup / 2; ++k) {
         const std::uint32_t word = words_[g * kGroup / 2 + k];
@@ -214,13 +242,13 @@ class CodeNoise {
   RMSPROP_INLINE Bits<V> next16(std::size_t i) {
 #if RMSPROP_NOISE_IN_REGISTERS
     if constexpr (V::kLanes == NoiseLanes::kLanes) {
-      if (usable_) {
+      if (noise_.in_registers()) {
         constexpr std::size_t kRegisters = kGroup / 2 / V::kLanes;  // a group's words
         const std::size_t local = i - base_;
         const std::size_t r = local % kGroup / V::kLanes;
         if (r >= kRegisters) return Bits<V>{group_[r - kRegisters]}.template shr<16>();
         const std::uint64_t quad = (first_group_ + local / kGroup) * 4 + r * (V::kLanes / 4);
-        group_[r] = lanes_.words(quad);
+        group_[r] = noise_.words(quad);
         return Bits<V>{group_[r]} & Bits<V>::broadcast(0xFFFFu);
       }
     }
@@ -232,10 +260,8 @@ class CodeNoise {
   static constexpr std::size_t kGroups = kEightBitBlock / kGroup;
   static_assert(kEightBitBlock % kGroup == 0, "a block holds whole groups");
   std::uint64_t index_offset_;
-  NoiseKey key_;
+  SaltedNoise noise_;
 #if RMSPROP_NOISE_IN_REGISTERS
-  NoiseLanes lanes_;
-  bool usable_;
   AesRegister::type group_[kGroup / 2 / NoiseLanes::kLanes];
 #endif
   std::size_t base_ = 0;
@@ -243,7 +269,6 @@ class CodeNoise {
   alignas(64) std::uint32_t words_[kGroups * kGroup / 2];
   alignas(64) std::uint32_t noise16_[kGroups * kGroup];
 };
-
 
 // The stochastic-rounding noise of bfloat16 params, under the params' own salt: element e
 // takes the low 16 bits of its word. The words of a vector come from registers when its first
@@ -254,15 +279,7 @@ class ParamNoise {
   static constexpr std::size_t kBuffer = 32;
 
   ParamNoise(std::uint64_t rounding_key, std::uint64_t offset)
-      : index_offset_(offset),
-        key_(make_noise_key(mix64(rounding_key ^ kParamSalt)))
-#if RMSPROP_NOISE_IN_REGISTERS
-        ,
-        lanes_(key_),
-        usable_(AesRegister::usable())
-#endif
-  {
-  }
+      : index_offset_(offset), noise_(rounding_key, kParamSalt) {}
 
   // Elements from local index i up to the next element on a quad (0 to 3).
   std::size_t to_quad(std::size_t i) const {
@@ -272,28 +289,24 @@ class ParamNoise {
   // aligned); the return value points at element i's.
   template <std::size_t kLanes>
   RMSPROP_INLINE const std::uint32_t* words(std::size_t i, std::uint32_t* buffer) const {
-    static_assert(kLanes + 3 <= kBuffer, "a vector's quads fit the buffer");
+    static_assert((3 + kLanes + 3) / 4 * 4 <= kBuffer, "a vector's quads fit the buffer");
     const std::uint64_t e = index_offset_ + i;
 #if RMSPROP_NOISE_IN_REGISTERS
     if constexpr (kLanes == NoiseLanes::kLanes) {
-      if (usable_ && e % 4 == 0) {
-        AesRegister::store(buffer, lanes_.words(e / 4));
+      if (noise_.in_registers() && e % 4 == 0) {
+        AesRegister::store(buffer, noise_.words(e / 4));
         return buffer;
       }
     }
 #endif
     const std::size_t skip = static_cast<std::size_t>(e % 4);
-    fill_noise_words(key_, e / 4, (skip + kLanes + 3) / 4, buffer);
+    noise_.fill(e / 4, (skip + kLanes + 3) / 4, buffer);
     return buffer + skip;
   }
 
  private:
   std::uint64_t index_offset_;
-  NoiseKey key_;
-#if RMSPROP_NOISE_IN_REGISTERS
-  NoiseLanes lanes_;
-  bool usable_;
-#endif
+  SaltedNoise noise_;
 };
 
 }  // namespace
