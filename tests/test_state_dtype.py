@@ -401,3 +401,45 @@ def test_bfloat16_noise_of_a_piece_placed_anywhere(
         )
         got_m = bfloat16_bits_to_float32(state["momentum_buffer"])
         assert np.array_equal(got_m, ref.bfloat16_stochastic(m_new, u_m))
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+@pytest.mark.parametrize("first", [256, 2**32 - 256, 2**40])
+def test_8bit_noise_of_a_piece_placed_anywhere(
+    isa: str, threads: int, momentum: float, first: int
+) -> None:
+    """An 8-bit piece placed at a block border of a larger tensor (as the sharder places them)
+    gets exactly the reference codes and momentum: the codes' noise keyed on the global index,
+    across a multiple of 2^32, and a last block of 16 elements (half a group of 32)."""
+    from rmsprop import _core
+
+    n, seed, alpha = 4112, 11, 0.999
+    rng = np.random.default_rng(seed)
+    param = rng.standard_normal(n).astype(np.float32)
+    grad = rng.standard_normal(n).astype(np.float32)
+    v_old = np.float32(0.5)  # code 255 (exactly 1) times the scale
+    state = {
+        "step": 4,
+        "square_avg": np.full(n, 255, np.uint8),
+        "square_avg_scale": np.full(-(-n // 256), v_old, np.float32),
+    }
+    if momentum:
+        state["momentum_buffer"] = np.zeros(n, np.uint16)
+    opts = {"lr": 1e-3, "alpha": alpha, "momentum": momentum, "rounding_seed": seed}
+    group = {
+        **RMSprop([np.zeros(4096, np.float32)], state_dtype="8bit", **opts).param_groups[0],
+        "params": [param],
+    }
+    placement = [(0, first, first + n)]  # a piece spans whole blocks or ends the tensor
+    assert _core.step_optimizer([group], [grad], [state], False, False, placement) == 0
+    v_new = np.float32(alpha) * v_old + (np.float32(1 - alpha) * grad) * grad
+    scales, codes = ref.quantize(v_new, ref.code_noise(seed, 0, 5, n, first))
+    assert np.array_equal(state["square_avg_scale"], scales)
+    assert np.array_equal(state["square_avg"], codes)
+    if momentum:
+        m_new = grad / (np.sqrt(v_new) + np.float32(1e-8))
+        u_m = ref.state_noise(
+            seed=seed, stream=0, step=5, size=n, buffer="momentum_buffer", first=first
+        )
+        got_m = bfloat16_bits_to_float32(state["momentum_buffer"])
+        assert np.array_equal(got_m, ref.bfloat16_stochastic(m_new, u_m))

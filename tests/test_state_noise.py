@@ -71,13 +71,19 @@ def test_reference_round_is_fips_197_aes() -> None:
     assert last.tobytes().hex() == "69c4e0d86a7b0430d8cdb78070b4c55a"
 
 
-def test_words_are_uniform_and_uncorrelated() -> None:
-    """The low 16 bits (square_avg's noise) of consecutive elements: mean and lag-1..16
-    correlation of a million words within a few standard errors of independent uniforms."""
-    words = ref.noise_words(0xC0FFEE, 0, 1 << 20) & np.uint32(0xFFFF)
-    u = (words.astype(np.float64) + 0.5) / 2**16 - 0.5
+@pytest.mark.parametrize("half", ["low", "high", "codes"])
+def test_words_are_uniform_and_uncorrelated(half: str) -> None:
+    """16-bit noise of consecutive elements (a word's low half: square_avg, params; its high
+    half: momentum_buffer; the codes' two elements per word): mean and lag-1..32 correlation of
+    a million values within a few standard errors of independent uniforms."""
+    if half == "codes":
+        u16 = ref.code_noise(seed=3, stream=0, step=1, size=1 << 20) * 2**16
+    else:
+        words = ref.noise_words(0xC0FFEE, 0, 1 << 20)
+        u16 = words >> np.uint32(16) if half == "high" else words & np.uint32(0xFFFF)
+    u = (np.asarray(u16, dtype=np.float64) + 0.5) / 2**16 - 0.5
     se = 1 / np.sqrt(u.size)  # of the correlations below; the mean's is se / sqrt(12)
     assert abs(u.mean()) < 5 * se / np.sqrt(12)
-    for lag in range(1, 17):
+    for lag in range(1, 33):
         corr = np.mean(u[:-lag] * u[lag:]) * 12
         assert abs(corr) < 5 * se, lag

@@ -1,5 +1,6 @@
-// The noise that rounds compact optimizer state stochastically (SPEC §8): 32 bits per element,
-// a keyed function of the element's global index, the same bits on every ISA and thread count.
+// The noise that rounds compact optimizer state and bfloat16 params stochastically (SPEC §8):
+// 32-bit words, a keyed function of the global index, the same bits on every ISA and thread
+// count. Which 16 bits of which word an element takes: state_noise_lanes.hpp.
 //
 // Element e's word is 32-bit lane e mod 4 of AES's round function (AESENC: ShiftRows, SubBytes,
 // MixColumns, round key) applied kNoiseRounds times to the 128-bit block whose low 64 bits are

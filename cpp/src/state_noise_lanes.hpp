@@ -1,6 +1,8 @@
-// The state noise as the kernel reads it (SPEC §8): per block of compact state, the words of
-// state_noise.hpp for each element, computed in registers where the CPU has VAES and the block
-// starts where a register's words do, else filled into a buffer when the block starts.
+// The stochastic-rounding noise as the kernel reads it (SPEC §8): which bits of the words of
+// state_noise.hpp each element of each buffer takes (BlockNoise: bfloat16 state and 8-bit
+// momentum; CodeNoise: 8-bit codes; ParamNoise: bfloat16 params). A vector's words are
+// computed in registers where the CPU has VAES and the vector starts on its words' first
+// element, else filled into a buffer.
 // Included by state_codec.hpp once per ISA; everything has internal linkage.
 // Must not contain the codecs (state_codec.hpp) or the update (kernel_impl.hpp).
 #pragma once
@@ -75,6 +77,7 @@ struct AesRegister {
 
 #if RMSPROP_NOISE_IN_REGISTERS
 // The words of a register's quads at once (four per AVX-512 register, two per AVX2 one).
+// The kernels' vectors are as wide: a block whose vectors are all full reads no buffer.
 class NoiseLanes {
  public:
   using R = AesRegister;
@@ -93,6 +96,8 @@ class NoiseLanes {
   R::type round_[kNoiseRounds];
   R::type base_;
 };
+static_assert(NoiseLanes::kLanes == Wide<float>::kLanes,
+              "the buffer is skipped for blocks of whole vectors: they must read registers");
 #endif
 
 // The state noise of one block of up to kEightBitBlock elements. Where the block starts on a
@@ -209,8 +214,8 @@ class SaltedNoise {
 // The noise of 8-bit square_avg codes, under its own salt: 16 bits per element, each word
 // serving two elements. Element e takes half (e / 16) mod 2 of word (e / 32) * 16 + e mod 16:
 // a group of 32 elements reads the 16 words of 4 quads, its first 16 elements the low halves
-// and its last 16 the high halves, so one 512-bit AES serves two vectors (the AES was the
-// largest part of the 8-bit encode; a momentum-free 8-bit step has no use for high halves).
+// and its last 16 the high halves, so each AES serves twice its lanes (one 512-bit AES two
+// AVX-512 vectors; the AES was the largest part of the 8-bit encode).
 // next16 must visit a block's vectors in order: a group's second half reuses the first's AES.
 class CodeNoise {
  public:
