@@ -1,8 +1,9 @@
 """Benchmark: the step with optimizer state in float32, bfloat16 and 8 bits (SPEC §8).
 
-float32 and bfloat16 params x float32 / bfloat16 / 8-bit state, at 16M elements and on the
-160-tensor list, measured side by side in one run with the float32 roofline
-(rmsprop._core.roofline_pass: the plain float32 step's 20 bytes per element with trivial math).
+float32 and bfloat16 params (rounded to nearest, and with stochastic_rounding: "bfloat16 SR")
+x float32 / bfloat16 / 8-bit state, at 16M elements and on the 160-tensor list, measured side
+by side in one run with the float32 roofline (rmsprop._core.roofline_pass: the plain float32
+step's 20 bytes per element with trivial math).
 Reported per row: median step time, Gelem/s, bytes the step must move per element, GB/s, the
 speed-up over the float32-param, float32-state step of the same variant, and % of the roofline
 scaled by bytes. ``--quality`` adds the training-quality table (tests/quality_tasks.py, mean
@@ -58,18 +59,31 @@ def bench(label: str, shapes: list[tuple[int, ...]], budget_s: float) -> list[di
     elements = sum(int(np.prod(s)) for s in shapes)
     eight_bit = sum(int(np.prod(s)) for s in shapes if int(np.prod(s)) >= 4096)
     cases, steps = [], []
+    # bfloat16 params rounded to nearest (the default) and stochastically.
+    param_kinds = [
+        ("float32", np.float32, False),
+        ("bfloat16", ml_dtypes.bfloat16, False),
+        ("bfloat16 SR", ml_dtypes.bfloat16, True),
+    ]
     for variant, options in VARIANTS.items():
-        for pdtype in (np.float32, ml_dtypes.bfloat16):
+        for kind, pdtype, stochastic in param_kinds:
             params, grads = make_arrays(shapes, pdtype)
             for state in STATES:
-                opt = RMSprop(params, lr=1e-2, alpha=0.99, state_dtype=state, **options)
+                opt = RMSprop(
+                    params,
+                    lr=1e-2,
+                    alpha=0.99,
+                    state_dtype=state,
+                    stochastic_rounding=stochastic,
+                    **options,
+                )
                 steps.append(lambda opt=opt, grads=grads: opt.step(grads))
                 pbytes = np.dtype(pdtype).itemsize
                 moved = 3 * pbytes + state_bytes(state, variant, elements, eight_bit)
                 cases.append(
                     {
                         "variant": variant,
-                        "params": np.dtype(pdtype).name,
+                        "params": kind,
                         "state": state,
                         "bytes_per_element": moved,
                     }
@@ -110,12 +124,12 @@ def bench(label: str, shapes: list[tuple[int, ...]], budget_s: float) -> list[di
 
 def print_rows(rows: list[dict[str, Any]]) -> None:
     print(
-        f"{'size':8} {'variant':9} {'params':9} {'state':9} {'ms':>8} {'Gel/s':>6} "
+        f"{'size':8} {'variant':9} {'params':11} {'state':9} {'ms':>8} {'Gel/s':>6} "
         f"{'B/el':>6} {'GB/s':>6} {'x f32':>6} {'%roof':>6}"
     )
     for r in rows:
         print(
-            f"{r['size']:8} {r['variant']:9} {r['params']:9} {r['state']:9} "
+            f"{r['size']:8} {r['variant']:9} {r['params']:11} {r['state']:9} "
             f"{r['median_ms']:8.2f} {r['gelem_s']:6.2f} {r['bytes_per_element']:6.2f} "
             f"{r['gb_s']:6.1f} {r['speedup_vs_f32_state']:6.2f} {r['roofline_pct']:6.0f}"
         )
