@@ -137,8 +137,7 @@ struct NoHook {
 constexpr std::size_t kAhead = 512;
 
 // Elements [begin, end) with the state in `st`: the vector body, then the scalar tail.
-// `param_noise` is null unless bfloat16 params are rounded stochastically; then the body starts
-// on a quad of the global index, after a scalar head, so that its words come from registers.
+// `param_noise` is null unless bfloat16 params are rounded stochastically.
 // `between` runs after each vector of the body: integer work that fills the issue slots left
 // while the body waits on its divisions and square roots.
 template <bool kCentered, MomentumMode kMomentum, WeightDecayMode kWeightDecay, bool kEpsInSqrt,
@@ -149,16 +148,9 @@ inline void update_lanes_range(const ParamNoise* param_noise, const Coefficients
                                Hook&& between = Hook{}) {
   using W = Wide<T>;
   using S = Scalar<T>;
+  static_assert(W::kLanes + 3 < ParamNoise::kBuffer, "a vector's quads fit the buffer");
   alignas(64) std::uint32_t buffer[ParamNoise::kBuffer];
   std::size_t i = begin;
-  if (param_noise) {
-    const std::size_t head = begin + param_noise->to_quad(begin);
-    const Broadcast<S, T> scalar(coefficients);
-    for (; i < head && i < end; ++i) {
-      update_lanes<kCentered, kMomentum, kWeightDecay, kEpsInSqrt, kUnscale>(
-          scalar, tensor, st, i, param_noise->words<1>(i, buffer));
-    }
-  }
   for (; i + W::kLanes <= end; i += W::kLanes) {
     // Streams narrower than a line per vector (16-bit params, compact state) outrun the
     // hardware prefetchers at large sizes: every stream is asked for kAhead elements early.
@@ -178,9 +170,11 @@ inline void update_lanes_range(const ParamNoise* param_noise, const Coefficients
   }
   if (i < end) {
     const Broadcast<S, T> scalar(coefficients);
+    const std::size_t tail = i;  // fewer than W::kLanes elements
+    const std::uint32_t* words = param_noise ? param_noise->filled(i, end - i, buffer) : nullptr;
     for (; i < end; ++i) {
       update_lanes<kCentered, kMomentum, kWeightDecay, kEpsInSqrt, kUnscale>(
-          scalar, tensor, st, i, param_noise ? param_noise->words<1>(i, buffer) : nullptr);
+          scalar, tensor, st, i, words ? words + (i - tail) : nullptr);
     }
   }
 }
@@ -211,11 +205,8 @@ void update_range_compact(const Variant& variant, const Coefficients<float>& coe
   if (tensor.state_dtype == StateDtype::kBfloat16) {
     BlockNoise noise(coefficients.rounding_key, tensor.index_offset, kCentered);
     const Bfloat16State<kCentered> st{cs.square_avg, cs.grad_avg, cs.momentum_buffer, &noise};
-    // Blocks after the first start on a multiple of 256 of the global index, where the noise's
-    // words come from registers.
-    for (std::size_t b = begin, n; b < end; b += n) {
-      n = kEightBitBlock - static_cast<std::size_t>((tensor.index_offset + b) % kEightBitBlock);
-      n = end - b < n ? end - b : n;
+    for (std::size_t b = begin; b < end; b += kEightBitBlock) {
+      const std::size_t n = end - b < kEightBitBlock ? end - b : kEightBitBlock;
       noise.start_block(b, n);
       update_lanes_range<kCentered, kMomentum, kWeightDecay, kEpsInSqrt, kUnscale>(
           params, coefficients, wide, tensor, st, b, b + n);

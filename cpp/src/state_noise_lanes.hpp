@@ -50,6 +50,12 @@ struct AesRegister {
   }
   static type aes_round(type x, type key) { return _mm512_aesenc_epi128(x, key); }
   static void store(std::uint32_t* aligned, type x) { _mm512_store_si512(aligned, x); }
+  // Words skip .. skip + 15 of lo's 16 followed by hi's (skip < 16).
+  static type shifted(type lo, type hi, unsigned skip) {
+    const __m512i lanes = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+    return _mm512_permutex2var_epi32(
+        lo, _mm512_add_epi32(lanes, _mm512_set1_epi32(static_cast<int>(skip))), hi);
+  }
 };
 #elif defined(__AVX2__) && defined(__VAES__)
 #define RMSPROP_NOISE_IN_REGISTERS 1
@@ -69,6 +75,15 @@ struct AesRegister {
   static type aes_round(type x, type key) { return _mm256_aesenc_epi128(x, key); }
   static void store(std::uint32_t* aligned, type x) {
     _mm256_store_si256(reinterpret_cast<__m256i*>(aligned), x);
+  }
+  // Words skip .. skip + 7 of lo's 8 followed by hi's (skip < 8).
+  static type shifted(type lo, type hi, unsigned skip) {
+    const __m256i lanes = _mm256_add_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+                                           _mm256_set1_epi32(static_cast<int>(skip)));
+    const __m256i rotate = _mm256_and_si256(lanes, _mm256_set1_epi32(7));
+    const __m256i from_hi = _mm256_cmpgt_epi32(lanes, _mm256_set1_epi32(7));
+    return _mm256_blendv_epi8(_mm256_permutevar8x32_epi32(lo, rotate),
+                              _mm256_permutevar8x32_epi32(hi, rotate), from_hi);
   }
 };
 #else
@@ -276,37 +291,51 @@ class CodeNoise {
 };
 
 // The stochastic-rounding noise of bfloat16 params, under the params' own salt: element e
-// takes the low 16 bits of its word. The words of a vector come from registers when its first
-// element's global index is on a quad (the vector loop peels to_quad elements to get there).
+// takes the low 16 bits of its word. Where the CPU has VAES a vector's words come from
+// registers wherever it starts (off a quad: two registers' words, shifted), as do a scalar
+// tail's.
 class ParamNoise {
  public:
-  // Room for a vector's words filled from the quad before it.
-  static constexpr std::size_t kBuffer = 32;
+  static constexpr std::size_t kBuffer = 32;  // words; 64-byte aligned
 
   ParamNoise(std::uint64_t rounding_key, std::uint64_t offset)
       : index_offset_(offset), noise_(rounding_key, kParamSalt) {}
 
-  // Elements from local index i up to the next element on a quad (0 to 3).
-  std::size_t to_quad(std::size_t i) const {
-    return static_cast<std::size_t>((4 - (index_offset_ + i) % 4) % 4);
+  // The words of `count` elements from local index i (count < kBuffer - 3), written to
+  // `buffer`; the return value points at element i's.
+  const std::uint32_t* filled(std::size_t i, std::size_t count, std::uint32_t* buffer) const {
+    const std::uint64_t e = index_offset_ + i;
+    const std::size_t skip = static_cast<std::size_t>(e % 4);
+#if RMSPROP_NOISE_IN_REGISTERS
+    constexpr std::size_t kLanes = NoiseLanes::kLanes;
+    if (noise_.in_registers() && skip + count <= 2 * kLanes) {
+      AesRegister::store(buffer, noise_.words(e / 4));
+      if (skip + count > kLanes) {
+        AesRegister::store(buffer + kLanes, noise_.words(e / 4 + kLanes / 4));
+      }
+      return buffer + skip;
+    }
+#endif
+    noise_.fill(e / 4, (skip + count + 3) / 4, buffer);
+    return buffer + skip;
   }
-  // The words of elements i .. i + kLanes - 1, written to `buffer` (kBuffer words, 64-byte
-  // aligned); the return value points at element i's.
+  // A vector's words.
   template <std::size_t kLanes>
   RMSPROP_INLINE const std::uint32_t* words(std::size_t i, std::uint32_t* buffer) const {
-    static_assert((3 + kLanes + 3) / 4 * 4 <= kBuffer, "a vector's quads fit the buffer");
-    const std::uint64_t e = index_offset_ + i;
 #if RMSPROP_NOISE_IN_REGISTERS
     if constexpr (kLanes == NoiseLanes::kLanes) {
-      if (noise_.in_registers() && e % 4 == 0) {
-        AesRegister::store(buffer, noise_.words(e / 4));
+      if (noise_.in_registers()) {
+        const std::uint64_t e = index_offset_ + i;
+        const unsigned skip = static_cast<unsigned>(e % 4);
+        const AesRegister::type first = noise_.words(e / 4);
+        AesRegister::store(buffer, skip == 0 ? first
+                                             : AesRegister::shifted(
+                                                   first, noise_.words(e / 4 + kLanes / 4), skip));
         return buffer;
       }
     }
 #endif
-    const std::size_t skip = static_cast<std::size_t>(e % 4);
-    noise_.fill(e / 4, (skip + kLanes + 3) / 4, buffer);
-    return buffer + skip;
+    return filled(i, kLanes, buffer);
   }
 
  private:
