@@ -362,6 +362,19 @@ def test_state_codec_docstring_example() -> None:
     assert result.attempted > 0 and result.failed == 0
 
 
+def _assert_first_momentum_is_the_reference(
+    state: dict[str, Any], grad: np.ndarray, v_new: np.ndarray, seed: int, first: int
+) -> None:
+    """A zero bfloat16 momentum_buffer after one step (step 5, stream 0): the first u, rounded
+    with the reference noise of the elements first, first + 1, ..."""
+    m_new = grad / (np.sqrt(v_new) + np.float32(1e-8))
+    u_m = ref.state_noise(
+        seed=seed, stream=0, step=5, size=grad.size, buffer="momentum_buffer", first=first
+    )
+    got_m = bfloat16_bits_to_float32(state["momentum_buffer"])
+    assert np.array_equal(got_m, ref.bfloat16_stochastic(m_new, u_m))
+
+
 @pytest.mark.parametrize("momentum", [0.0, 0.9])
 @pytest.mark.parametrize("first", [3, 2**32 - 300, 2**32 - 301, 2**40 + 2])
 def test_bfloat16_noise_of_a_piece_placed_anywhere(
@@ -395,12 +408,7 @@ def test_bfloat16_noise_of_a_piece_placed_anywhere(
     got = bfloat16_bits_to_float32(state["square_avg"])
     assert np.array_equal(got, ref.bfloat16_stochastic(v_new, u_v))
     if momentum:
-        m_new = grad / (np.sqrt(v_new) + np.float32(1e-8))
-        u_m = ref.state_noise(
-            seed=seed, stream=0, step=5, size=n, buffer="momentum_buffer", first=first
-        )
-        got_m = bfloat16_bits_to_float32(state["momentum_buffer"])
-        assert np.array_equal(got_m, ref.bfloat16_stochastic(m_new, u_m))
+        _assert_first_momentum_is_the_reference(state, grad, v_new, seed, first)
 
 
 @pytest.mark.parametrize("momentum", [0.0, 0.9])
@@ -437,9 +445,4 @@ def test_8bit_noise_of_a_piece_placed_anywhere(
     assert np.array_equal(state["square_avg_scale"], scales)
     assert np.array_equal(state["square_avg"], codes)
     if momentum:
-        m_new = grad / (np.sqrt(v_new) + np.float32(1e-8))
-        u_m = ref.state_noise(
-            seed=seed, stream=0, step=5, size=n, buffer="momentum_buffer", first=first
-        )
-        got_m = bfloat16_bits_to_float32(state["momentum_buffer"])
-        assert np.array_equal(got_m, ref.bfloat16_stochastic(m_new, u_m))
+        _assert_first_momentum_is_the_reference(state, grad, v_new, seed, first)
