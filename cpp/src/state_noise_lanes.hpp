@@ -9,6 +9,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 
 #include "kernel.hpp"
 #include "simd.hpp"
@@ -115,80 +116,6 @@ static_assert(NoiseLanes::kLanes == Wide<float>::kLanes,
               "the buffer is skipped for blocks of whole vectors: they must read registers");
 #endif
 
-// The state noise of one block of up to kEightBitBlock elements. Where the block starts on a
-// quad and the CPU has VAES, a vector's words are computed in registers as it is updated: the
-// AES instructions then fill issue slots left while the update waits on its divisions. Else
-// (and for scalar tails) they are filled into a buffer when the block starts. The words are
-// keyed on the global index, so a span starting anywhere (a shard, a row) reads the same words
-// as the whole tensor.
-class BlockNoise {
- public:
-  BlockNoise(std::uint64_t rounding_key, std::uint64_t offset, bool with_grad_avg)
-      : index_offset_(offset),
-        key_(make_noise_key(mix64(rounding_key ^ kStateSalt))),
-        // Only centered steps round a grad_avg: the others skip its key (a row step builds a
-        // BlockNoise per row).
-        grad_avg_key_(with_grad_avg ? make_noise_key(mix64(rounding_key ^ kGradAvgSalt))
-                                    : NoiseKey{}),
-#if RMSPROP_NOISE_IN_REGISTERS
-        lanes_(key_),
-        grad_avg_lanes_(grad_avg_key_),
-        usable_(AesRegister::usable()),
-#endif
-        with_grad_avg_(with_grad_avg) {
-  }
-
-  void start_block(std::size_t local, std::size_t count) {
-    const std::uint64_t first = index_offset_ + local;
-    base_ = local;
-    first_quad_ = first >> 2;
-    skip_ = static_cast<std::size_t>(first & 3);
-#if RMSPROP_NOISE_IN_REGISTERS
-    in_registers_ = usable_ && skip_ == 0;
-    if (in_registers_ && count % NoiseLanes::kLanes == 0) return;  // no scalar tail reads the buffer
-#endif
-    const std::size_t quads = (skip_ + count + 3) / 4;
-    fill_noise_words(key_, first_quad_, quads, words_);
-    if (with_grad_avg_) fill_noise_words(grad_avg_key_, first_quad_, quads, grad_avg_words_);
-  }
-  // 32 bits per lane for the elements i, i+1, ...: square_avg takes the low 16, momentum_buffer
-  // the high 16.
-  template <class V>
-  RMSPROP_INLINE Bits<V> hash(std::size_t i) const {
-#if RMSPROP_NOISE_IN_REGISTERS
-    if constexpr (V::kLanes == NoiseLanes::kLanes) {
-      if (in_registers_) return {lanes_.words(first_quad_ + (i - base_) / 4)};
-    }
-#endif
-    return Bits<V>::load(words_ + skip_ + (i - base_));
-  }
-  // grad_avg's own 32 bits (it takes the low 16).
-  template <class V>
-  RMSPROP_INLINE Bits<V> grad_avg_hash(std::size_t i) const {
-#if RMSPROP_NOISE_IN_REGISTERS
-    if constexpr (V::kLanes == NoiseLanes::kLanes) {
-      if (in_registers_) return {grad_avg_lanes_.words(first_quad_ + (i - base_) / 4)};
-    }
-#endif
-    return Bits<V>::load(grad_avg_words_ + skip_ + (i - base_));
-  }
-
- private:
-  static constexpr std::size_t kWords = kEightBitBlock + 4;  // a block may straddle 65 quads
-  std::uint64_t index_offset_;
-  NoiseKey key_, grad_avg_key_;
-#if RMSPROP_NOISE_IN_REGISTERS
-  NoiseLanes lanes_, grad_avg_lanes_;
-  bool usable_;
-  bool in_registers_ = false;
-#endif
-  bool with_grad_avg_;
-  std::size_t base_ = 0, skip_ = 0;
-  std::uint64_t first_quad_ = 0;
-  alignas(64) std::uint32_t words_[kWords];
-  alignas(64) std::uint32_t grad_avg_words_[kWords];
-};
-
 // One buffer's noise: its key (mix64 of the rounding key and the buffer's salt) and, where the
 // build and the CPU have VAES, the same key in registers.
 class SaltedNoise {
@@ -224,6 +151,69 @@ class SaltedNoise {
   NoiseLanes lanes_;
   bool in_registers_;
 #endif
+};
+
+// The state noise of one block of up to kEightBitBlock elements. Where the block starts on a
+// quad and the CPU has VAES, a vector's words are computed in registers as it is updated: the
+// AES instructions then fill issue slots left while the update waits on its divisions. Else
+// (and for scalar tails) they are filled into a buffer when the block starts. The words are
+// keyed on the global index, so a span starting anywhere (a shard, a row) reads the same words
+// as the whole tensor.
+class BlockNoise {
+ public:
+  BlockNoise(std::uint64_t rounding_key, std::uint64_t offset, bool with_grad_avg)
+      : index_offset_(offset), noise_(rounding_key, kStateSalt) {
+    // Only centered steps round a grad_avg: the others skip its key (a row step builds a
+    // BlockNoise per row).
+    if (with_grad_avg) grad_avg_noise_.emplace(rounding_key, kGradAvgSalt);
+  }
+
+  void start_block(std::size_t local, std::size_t count) {
+    const std::uint64_t first = index_offset_ + local;
+    base_ = local;
+    first_quad_ = first >> 2;
+    skip_ = static_cast<std::size_t>(first & 3);
+    in_registers_ = noise_.in_registers() && skip_ == 0;
+#if RMSPROP_NOISE_IN_REGISTERS
+    if (in_registers_ && count % NoiseLanes::kLanes == 0) return;  // no scalar tail reads words
+#endif
+    const std::size_t quads = (skip_ + count + 3) / 4;
+    noise_.fill(first_quad_, quads, words_);
+    if (grad_avg_noise_) grad_avg_noise_->fill(first_quad_, quads, grad_avg_words_);
+  }
+  // 32 bits per lane for the elements i, i+1, ...: square_avg takes the low 16, momentum_buffer
+  // the high 16.
+  template <class V>
+  RMSPROP_INLINE Bits<V> hash(std::size_t i) const {
+    return lanes<V>(noise_, words_, i);
+  }
+  // grad_avg's own 32 bits (it takes the low 16); only with a grad_avg.
+  template <class V>
+  RMSPROP_INLINE Bits<V> grad_avg_hash(std::size_t i) const {
+    return lanes<V>(*grad_avg_noise_, grad_avg_words_, i);
+  }
+
+ private:
+  static constexpr std::size_t kWords = kEightBitBlock + 4;  // a block may straddle 65 quads
+  template <class V>
+  RMSPROP_INLINE Bits<V> lanes([[maybe_unused]] const SaltedNoise& noise,
+                               const std::uint32_t* words, std::size_t i) const {
+#if RMSPROP_NOISE_IN_REGISTERS
+    if constexpr (V::kLanes == NoiseLanes::kLanes) {
+      if (in_registers_) return {noise.words(first_quad_ + (i - base_) / 4)};
+    }
+#endif
+    return Bits<V>::load(words + skip_ + (i - base_));
+  }
+
+  std::uint64_t index_offset_;
+  SaltedNoise noise_;
+  std::optional<SaltedNoise> grad_avg_noise_;
+  bool in_registers_ = false;
+  std::size_t base_ = 0, skip_ = 0;
+  std::uint64_t first_quad_ = 0;
+  alignas(64) std::uint32_t words_[kWords];
+  alignas(64) std::uint32_t grad_avg_words_[kWords];
 };
 
 // The noise of 8-bit square_avg codes, under its own salt: 16 bits per element, each word
