@@ -103,8 +103,8 @@ def test_bfloat16_stochastic_rounding_equals_reference_noise(
     threads: int, n: int, first: int, momentum: float
 ) -> None:
     """Each param is the float32 result rounded with exactly the reference noise (its own salt,
-    keyed on the global index): whole tensors, odd sizes, and pieces placed off a quad (the
-    vector loop's scalar head) and across 2^32, on every ISA and thread count."""
+    keyed on the global index): whole tensors, odd sizes, and pieces placed off a quad (vectors
+    take two registers' words, shifted) and across 2^32, on every ISA and thread count."""
     import reference_lowbit as ref
 
     from rmsprop import _core
